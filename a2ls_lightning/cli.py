@@ -1,0 +1,57 @@
+"""The ``a2ls`` command: LightningCLI over :class:`SACModule` and :class:`ReplayDataModule`, plus ``a2ls losses``.
+
+``a2ls fit`` with no ``--config`` runs the quickstart (state cheetah-run, CPU-sized networks); any other
+config file or flag overrides it. Bad settings stop the run before training with one line that names the field.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from a2ls_lightning.data.datamodule import ReplayDataModule
+from a2ls_lightning.modules.agent import SACModule
+
+QUICKSTART = Path(__file__).parent / "configs" / "quickstart.yaml"
+
+
+class A2LSCLI(LightningCLI):
+    """LightningCLI with one seed for everything (``seed_everything`` feeds ``data.seed``)."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
+        parser.link_arguments("seed_everything", "data.seed")
+
+
+def _print_losses() -> None:
+    from a2ls_lightning.modules.auxiliary import format_presets_table
+
+    print(format_presets_table())
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``a2ls`` console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["losses"]:
+        _print_losses()
+        return
+    try:
+        A2LSCLI(
+            SACModule,
+            ReplayDataModule,
+            seed_everything_default=1,
+            parser_kwargs={"fit": {"default_config_files": [str(QUICKSTART)]}},
+            save_config_kwargs={"overwrite": True},
+            args=argv,
+        )
+    except ValueError as err:  # our validation errors: one line, no traceback (A2LS_DEBUG=1 shows it)
+        if os.environ.get("A2LS_DEBUG"):
+            raise
+        print(f"a2ls: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

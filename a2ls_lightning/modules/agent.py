@@ -1,0 +1,257 @@
+"""SACModule: the LightningModule that wires SAC (+ auxiliary losses) into a ``Trainer``; the algorithm is in
+:mod:`a2ls_lightning.modules.learner` and :mod:`a2ls_lightning.modules.sac`.
+
+One gradient update per ``training_step`` with *one* optimizer (parameter groups for encoder, critic, actor and
+temperature), so ``trainer.max_steps`` counts gradient updates (Lightning counts every ``optimizer.step()``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+
+from a2ls_lightning.modules.encoders import ENCODERS
+from a2ls_lightning.modules.learner import SACLearner
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+class SACModule(pl.LightningModule):
+    """Soft actor-critic with optional A2LS auxiliary losses; defaults are the A2LS/CURL hyperparameters.
+
+    Args:
+        encoder: observation encoder: ``pixel`` (conv, for pixels), ``mlp``, ``ofe`` or ``identity`` (state).
+        feature_dim: encoder output width (50 in CURL/A2LS).
+        encoder_hidden_dim: hidden width of the ``mlp``/``ofe`` encoders (40 in A2LS).
+        encoder_layers: conv layers (pixel, default 4) or dense layers (ofe, default 1); null for the default.
+        num_filters: channels of each conv layer (pixel).
+        hidden_dim: width of the two hidden layers of the actor and of each Q-network (1024 in the papers).
+        crop_size: random-crop side for pixel observations (84 from 100-pixel renders).
+        actor_lr: Adam learning rate of the actor (1e-3; the papers use 2e-4 on cheetah).
+        critic_lr: Adam learning rate of the twin critic.
+        encoder_lr: Adam learning rate of the shared encoder and the auxiliary heads; null: ``critic_lr``.
+        alpha_lr: Adam learning rate of the temperature.
+        actor_beta1: Adam β1 of actor, critic and encoder.
+        alpha_beta1: Adam β1 of the temperature (0.5 in CURL).
+        init_temperature: initial entropy temperature α.
+        target_entropy: entropy target; null: ``-|A|``.
+        discount: γ.
+        critic_tau: EMA rate of the target Q-networks.
+        encoder_tau: EMA rate of the target encoder (also the auxiliary losses' target encoder).
+        actor_update_freq: update the actor and the temperature every this many updates.
+        target_update_freq: update the EMA targets every this many updates.
+        log_std_min: lower bound of the actor's log standard deviation.
+        log_std_max: upper bound of the actor's log standard deviation.
+        aux_losses: auxiliary losses by name: an ``AuxLossSpec``, a preset name (``a2_winner_v``) or the text
+            form (see ``a2ls losses``); empty means plain SAC.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "mlp",
+        feature_dim: int = 50,
+        encoder_hidden_dim: int = 40,
+        encoder_layers: int | None = None,
+        num_filters: int = 32,
+        hidden_dim: int = 1024,
+        crop_size: int = 84,
+        actor_lr: float = 1e-3,
+        critic_lr: float = 1e-3,
+        encoder_lr: float | None = None,
+        alpha_lr: float = 1e-4,
+        actor_beta1: float = 0.9,
+        alpha_beta1: float = 0.5,
+        init_temperature: float = 0.1,
+        target_entropy: float | None = None,
+        discount: float = 0.99,
+        critic_tau: float = 0.01,
+        encoder_tau: float = 0.05,
+        actor_update_freq: int = 2,
+        target_update_freq: int = 2,
+        log_std_min: float = -10.0,
+        log_std_max: float = 2.0,
+        aux_losses: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        _check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
+        for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("alpha_lr", alpha_lr)):
+            _check(value > 0, f"{name}={value} must be > 0")
+        _check(encoder_lr is None or encoder_lr > 0, f"encoder_lr={encoder_lr} must be > 0 or null")
+        for name, value in (("feature_dim", feature_dim), ("hidden_dim", hidden_dim), ("num_filters", num_filters),
+                            ("encoder_hidden_dim", encoder_hidden_dim), ("crop_size", crop_size),
+                            ("actor_update_freq", actor_update_freq), ("target_update_freq", target_update_freq)):
+            _check(value >= 1, f"{name}={value} must be >= 1")
+        _check(encoder_layers is None or encoder_layers >= 1, f"encoder_layers={encoder_layers} must be >= 1 or null")
+        _check(init_temperature > 0, f"init_temperature={init_temperature} must be > 0")
+        _check(0 < discount <= 1, f"discount={discount} must be in (0, 1]")
+        for name, value in (("critic_tau", critic_tau), ("encoder_tau", encoder_tau)):
+            _check(0 < value <= 1, f"{name}={value} must be in (0, 1]")
+        for name, value in (("actor_beta1", actor_beta1), ("alpha_beta1", alpha_beta1)):
+            _check(0 <= value < 1, f"{name}={value} must be in [0, 1)")
+        _check(log_std_min < log_std_max, f"log_std_min={log_std_min} must be < log_std_max={log_std_max}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.aux_specs = _coerce_aux_losses(aux_losses)
+        self.learner: SACLearner | None = None
+        self.aux_weighting: Any = None  # installed by a weighting callback in its setup, else fixed weights of 1
+        self._clock: tuple[float, int, float] | None = None
+
+    # --- construction --------------------------------------------------------------------------------
+    @property
+    def required_slice_length(self) -> int:
+        """States per replay slice this module needs: 2 for SAC, the longest auxiliary horizon + 1."""
+        return max([2, *(spec.horizon + 1 for spec in self.aux_specs.values())])
+
+    def build(self, obs_shape: tuple[int, ...], action_dim: int) -> None:
+        """Create the networks for observations of ``obs_shape`` and ``action_dim`` actions (idempotent)."""
+        if self.learner is not None:
+            return
+        hp = self.hparams
+        if len(obs_shape) == 3:
+            _check(hp.crop_size <= min(obs_shape[1:]),
+                   f"crop_size={hp.crop_size} must be <= the image size {obs_shape[1]}")
+        layers = hp.encoder_layers or (4 if hp.encoder == "pixel" else 1)
+        feature_dim = obs_shape[0] if hp.encoder == "identity" else hp.feature_dim
+        aux_modules = _build_aux_modules(self.aux_specs, feature_dim, action_dim)
+        self.learner = SACLearner(
+            obs_shape=tuple(obs_shape),
+            action_dim=action_dim,
+            encoder=hp.encoder,
+            feature_dim=hp.feature_dim,
+            encoder_hidden_dim=hp.encoder_hidden_dim,
+            encoder_layers=layers,
+            num_filters=hp.num_filters,
+            hidden_dim=hp.hidden_dim,
+            crop_size=hp.crop_size,
+            init_temperature=hp.init_temperature,
+            target_entropy=-float(action_dim) if hp.target_entropy is None else hp.target_entropy,
+            discount=hp.discount,
+            log_std_bounds=(hp.log_std_min, hp.log_std_max),
+            aux_losses=aux_modules,
+        )
+        self._env_spec = (tuple(obs_shape), int(action_dim))
+
+    def setup(self, stage: str) -> None:
+        precision = str(self.trainer.precision)
+        if precision in ("16-mixed", "16", "16-true"):
+            raise ValueError(
+                f"trainer.precision={precision!r} is not supported by SACModule (fp16 has too little range for the "
+                "temperature and log-probabilities, and a loss scaler would skew the auxiliary weighting); "
+                "allowed: 32-true, bf16-mixed, bf16-true"
+            )
+        dm = self.trainer.datamodule
+        self.build(dm.observation_shape, dm.action_dim)
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            # The actor and the temperature get gradients only every `actor_update_freq` updates; DDP must be told
+            # that some parameters may go unused in an iteration (their grads then stay None and Adam skips them).
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+        if self.aux_weighting is None:
+            from a2ls_lightning.callbacks.weighting import FixedWeights
+
+            self.aux_weighting = FixedWeights(1.0)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.learner is None and "env_spec" in checkpoint:
+            self.build(*checkpoint["env_spec"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["env_spec"] = self._env_spec
+
+    def shared_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters shared by the main (critic) loss and the auxiliary losses: the encoder."""
+        return list(self.learner.encoder.parameters())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp, learner = self.hparams, self.learner
+        betas = (hp.actor_beta1, 0.999)
+        groups = [
+            {"params": [*learner.encoder.parameters(), *learner.aux_losses.parameters()],
+             "lr": hp.encoder_lr or hp.critic_lr, "name": "encoder"},
+            {"params": list(learner.critic.parameters()), "lr": hp.critic_lr, "name": "critic"},
+            {"params": learner.actor_parameters(), "lr": hp.actor_lr, "name": "actor"},
+            {"params": [learner.log_alpha], "lr": hp.alpha_lr, "betas": (hp.alpha_beta1, 0.999), "name": "alpha"},
+        ]
+        return torch.optim.Adam([g for g in groups if g["params"]], betas=betas)
+
+    # --- acting -----------------------------------------------------------------------------------
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None, deterministic: bool = False):
+        """Policy for collection: ``[N, *obs_shape]`` → ``[N, A]`` on the CPU (no grad, fp32)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.learner.act(obs.to(self.device), deterministic, generator).cpu()
+
+    def act_deterministic(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.act(obs, generator, deterministic=True)
+
+    # --- training ----------------------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        hp = self.hparams
+        update = self.trainer.global_step  # updates done so far (one optimizer step each)
+        main, aux, metrics = self.learner.losses(batch, update_actor=update % hp.actor_update_freq == 0)
+        critic = self.aux_weighting.combine(main["critic"], aux, self.shared_parameters())
+        total = critic + main.get("actor", 0.0) + main.get("temperature", 0.0)
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        opt.step()
+        if update % hp.target_update_freq == 0:
+            self.learner.update_targets(hp.critic_tau, hp.encoder_tau)
+        if (update + 1) % self.trainer.log_every_n_steps == 0:
+            self._log_train(main, aux, metrics)
+
+    def _log_train(self, main: dict, aux: dict, metrics: dict) -> None:
+        values = {f"train/{k}_loss": v.detach() for k, v in main.items()}
+        values.update({f"train/aux_{k}_loss": v.detach() for k, v in aux.items()})
+        values.update({f"train/{k}": v for k, v in metrics.items()})
+        counters = self.trainer.datamodule.counters()
+        values["train/env_steps"] = counters["env_steps"]
+        values["train/episodes"] = counters["episodes"]
+        values["train/physics_errors"] = counters["physics_errors"]
+        if not math.isnan(counters["episode_return"]):
+            values["train/episode_return"] = counters["episode_return"]
+        self.log_dict(values, on_step=True, on_epoch=False)
+        now, update, env_steps = time.perf_counter(), self.trainer.global_step, counters["env_steps"]
+        if self._clock is not None:
+            t0, u0, e0 = self._clock
+            dt = max(now - t0, 1e-9)
+            self.log_dict({"env_steps/s": (env_steps - e0) / dt, "updates/s": (update - u0) / dt},
+                          on_step=True, on_epoch=False, prog_bar=True)
+        self._clock = (now, update, env_steps)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        dm = self.trainer.datamodule
+        final = self.trainer.max_steps > 0 and self.trainer.global_step >= self.trainer.max_steps
+        if dm.evaluation_due(final=final):
+            value = dm.evaluate(self.act_deterministic)
+            self.log("eval/return", value, on_step=True, on_epoch=False, sync_dist=True, prog_bar=True)
+            self.log("eval/env_steps", float(dm.collector.env_steps), on_step=True, on_epoch=False)
+
+
+def _coerce_aux_losses(aux_losses: Mapping[str, Any] | None) -> dict:
+    if not aux_losses:
+        return {}
+    from a2ls_lightning.modules.auxiliary import AuxLossSpec
+
+    out = {}
+    for name, value in dict(aux_losses).items():
+        try:
+            out[str(name)] = AuxLossSpec.coerce(value)
+        except ValueError as err:
+            raise ValueError(f"aux_losses.{name}: {err}") from None
+    return out
+
+
+def _build_aux_modules(specs: dict, feature_dim: int, action_dim: int) -> dict:
+    if not specs:
+        return {}
+    from a2ls_lightning.modules.auxiliary import AuxLoss
+
+    return {name: AuxLoss(spec, feature_dim, action_dim) for name, spec in specs.items()}

@@ -1,0 +1,162 @@
+"""SACLearner: the networks of SAC (+ auxiliary losses) and one update's losses, as a plain ``nn.Module``.
+
+Data flow of :meth:`SACLearner.losses` on a window batch ``[B, L]``:
+
+* states needed by any loss are encoded once: the *online* encoder on offset 0 (critic and actor) and on the
+  auxiliary inputs, the *target* (EMA) encoder under ``no_grad`` on offset 1 (the Bellman target) and on the
+  auxiliary targets; pixel states are randomly cropped per (sample, time step), independently for the online
+  and the target encoder;
+* critic loss on ``(s_0, a_0, r_0, s_1)``; actor and temperature losses on ``s_0`` (every ``actor_update_freq``
+  updates); auxiliary losses on the whole window.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from a2ls_lightning.modules.augment import center_crop, random_crop
+from a2ls_lightning.modules.encoders import make_encoder
+from a2ls_lightning.modules.sac import (
+    Actor,
+    Critic,
+    actor_loss,
+    critic_loss,
+    ema_,
+    soft_target,
+    temperature_loss,
+)
+
+
+class SACLearner(nn.Module):
+    """Encoder, twin critic, actor, temperature, their EMA targets and auxiliary losses.
+
+    Args:
+        obs_shape: stored observation shape, ``(D,)`` or ``(C, H, W)`` before cropping.
+        action_dim: ``A``.
+        encoder: ``pixel``, ``mlp``, ``ofe`` or ``identity``.
+        feature_dim: encoder output width.
+        encoder_hidden_dim: hidden width of the ``mlp``/``ofe`` encoders.
+        encoder_layers: conv layers (pixel) or dense layers (ofe).
+        num_filters: conv channels (pixel).
+        hidden_dim: width of actor and critic hidden layers.
+        crop_size: random-crop side for pixels.
+        init_temperature: initial α.
+        target_entropy: entropy target (usually ``-A``).
+        discount: γ.
+        log_std_bounds: actor log-std range.
+        aux_losses: ``{name: AuxLoss module}`` built by the caller.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        action_dim: int,
+        encoder: str,
+        feature_dim: int,
+        encoder_hidden_dim: int,
+        encoder_layers: int,
+        num_filters: int,
+        hidden_dim: int,
+        crop_size: int,
+        init_temperature: float,
+        target_entropy: float,
+        discount: float,
+        log_std_bounds: tuple[float, float],
+        aux_losses: Mapping[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pixels = len(obs_shape) == 3
+        self.crop_size = crop_size
+        enc_shape = (obs_shape[0], crop_size, crop_size) if self.pixels else tuple(obs_shape)
+        self.encoder = make_encoder(encoder, enc_shape, feature_dim, encoder_hidden_dim, encoder_layers, num_filters)
+        f = self.encoder.feature_dim
+        self.critic = Critic(f, action_dim, hidden_dim)
+        self.actor_head = self.encoder.make_actor_head()
+        self.actor = Actor(f, action_dim, hidden_dim, *log_std_bounds)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(init_temperature), dtype=torch.float32))
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.aux_losses = nn.ModuleDict(dict(aux_losses or {}))
+        self.target_entropy = float(target_entropy)
+        self.discount = float(discount)
+
+    # --- parameter groups ------------------------------------------------------------------------
+    def actor_parameters(self) -> list[nn.Parameter]:
+        return [*self.actor_head.parameters(), *self.actor.parameters()]
+
+    # --- acting ------------------------------------------------------------------------------------
+    def _prepare(self, obs: torch.Tensor, train: bool) -> torch.Tensor:
+        if not self.pixels:
+            return obs.float()
+        return random_crop(obs, self.crop_size) if train else center_crop(obs, self.crop_size)
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``[N, *obs_shape]`` (uncropped) → action ``[N, A]``; centre crop for pixels."""
+        trunk = self.encoder.trunk(self._prepare(obs, train=False))
+        action, _ = self.actor(self.actor_head(trunk), deterministic=deterministic, generator=generator)
+        return action
+
+    # --- one update's losses ---------------------------------------------------------------------------
+    def _encode(self, encoder: nn.Module, obs: torch.Tensor, offsets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """States of ``obs [B, L, ...]`` at ``offsets`` → (trunk ``[B, n, ...]``, features ``[B, n, F]``)."""
+        b, n = obs.shape[0], len(offsets)
+        flat = self._prepare(obs[:, offsets].flatten(0, 1), train=True)
+        trunk = encoder.trunk(flat)
+        feats = encoder.head(trunk)
+        return trunk.unflatten(0, (b, n)), feats.unflatten(0, (b, n))
+
+    def losses(self, batch: Mapping[str, torch.Tensor], update_actor: bool) -> tuple[dict, dict, dict]:
+        """Compute every loss of one update.
+
+        Args:
+            batch: ``observation [B, L, ...]``, ``action [B, L, A]``, ``reward [B, L, 1]``,
+                ``terminated [B, L, 1]`` (step ``t``'s action, reward and ``terminated`` belong to ``t → t+1``).
+            update_actor: also compute the actor and temperature losses.
+
+        Returns:
+            ``(main, aux, metrics)``: ``main`` has ``critic`` (and ``actor``, ``temperature``) scalar losses,
+            ``aux`` ``{name: scalar}``, ``metrics`` detached scalars for logging.
+        """
+        obs, action, reward = batch["observation"], batch["action"], batch["reward"]
+        not_terminal = 1.0 - batch["terminated"][:, 0].float()
+        online_offsets = sorted({0, *(o for a in self.aux_losses.values() for o in a.spec.input_state_offsets)})
+        target_offsets = sorted({1, *(o for a in self.aux_losses.values() for o in a.spec.target_state_offsets)})
+        trunk, feats = self._encode(self.encoder, obs, online_offsets)
+        with torch.no_grad():
+            _, target_feats = self._encode(self.target_encoder, obs, target_offsets)
+            # The policy at s_1 reads the online trunk (CURL: the actor's tied convs), not the EMA one.
+            next_trunk = self.encoder.trunk(self._prepare(obs[:, 1], train=True))
+            next_action, next_log_prob = self.actor(self.actor_head(next_trunk))
+            tq1, tq2 = self.target_critic(target_feats[:, target_offsets.index(1)], next_action)
+            alpha = self.log_alpha.exp().float()
+            target_q = soft_target(reward[:, 0].float(), not_terminal, tq1, tq2, next_log_prob, alpha, self.discount)
+        q1, q2 = self.critic(feats[:, 0], action[:, 0])
+        main = {"critic": critic_loss(q1, q2, target_q)}
+        metrics: dict[str, Any] = {"q": q1.detach().mean(), "alpha": alpha}
+        if update_actor:
+            pi, log_prob = self.actor(self.actor_head(trunk[:, 0].detach()))
+            main["actor"] = actor_loss(self.critic, feats[:, 0], pi, log_prob, alpha)
+            main["temperature"] = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
+            metrics["entropy"] = -log_prob.detach().mean()
+        aux = {}
+        for name, module in self.aux_losses.items():
+            spec = module.spec
+            inputs = feats[:, [online_offsets.index(o) for o in spec.input_state_offsets]]
+            targets = target_feats[:, [target_offsets.index(o) for o in spec.target_state_offsets]]
+            h = spec.horizon
+            aux[name] = module(inputs, targets, action[:, :h].float(), reward[:, :h].float())
+        return main, aux, metrics
+
+    @torch.no_grad()
+    def update_targets(self, critic_tau: float, encoder_tau: float) -> None:
+        """EMA of the target critic (τ = ``critic_tau``) and the target encoder (τ = ``encoder_tau``)."""
+        ema_(self.target_critic, self.critic, critic_tau)
+        ema_(self.target_encoder, self.encoder, encoder_tau)

@@ -1,0 +1,162 @@
+"""Soft actor-critic pieces: tanh-Gaussian actor, twin critic, and the three losses as plain functions.
+
+Shapes: ``B`` batch, ``F`` encoder features, ``A`` action dimensions.
+Probabilities are computed in float32 even under autocast (bf16 log-probabilities of a tanh-Gaussian lose the
+precision the temperature update lives on).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int = 2) -> nn.Sequential:
+    """``hidden_layers`` × (Linear → ReLU), then Linear."""
+    layers: list[nn.Module] = []
+    for i in range(hidden_layers):
+        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.ReLU()]
+    layers.append(nn.Linear(hidden_dim if hidden_layers else in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def _orthogonal_init(module: nn.Module) -> None:
+    # CURL/SAC-AE initialisation: orthogonal weights, zero biases.
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy on encoder features.
+
+    Args:
+        feature_dim: input features ``F``.
+        action_dim: ``A``.
+        hidden_dim: width of the two hidden layers.
+        log_std_min: lower bound of the log standard deviation.
+        log_std_max: upper bound of the log standard deviation.
+    """
+
+    def __init__(
+        self, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float = -10.0, log_std_max: float = 2.0
+    ) -> None:
+        super().__init__()
+        self.net = mlp(feature_dim, hidden_dim, 2 * action_dim)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.apply(_orthogonal_init)
+
+    def forward(
+        self, features: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, F]`` → (action ``[B, A]`` in [-1, 1], log-probability ``[B, 1]`` float32).
+
+        ``deterministic`` returns ``tanh(mean)`` (log-probability of the mean, for logging only).
+        ``generator`` draws the exploration noise from a given RNG (the collector's own, so that acting does not
+        disturb the training RNG stream).
+        """
+        mu, log_std = self.net(features).float().chunk(2, dim=-1)
+        with torch.autocast(device_type=mu.device.type, enabled=False):
+            # CURL's soft bound of the log-std into [min, max].
+            log_std = torch.tanh(log_std)
+            log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
+            if deterministic:
+                noise = torch.zeros_like(mu)
+            else:
+                # A collector's generator lives on the CPU: draw there, then move (no device generator needed).
+                gen_device = generator.device if generator is not None else mu.device
+                noise = torch.randn(mu.shape, device=gen_device, dtype=mu.dtype, generator=generator).to(mu.device)
+            pre_tanh = mu + noise * log_std.exp()
+            gauss_log_prob = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * math.log(
+                2 * math.pi
+            ) * mu.shape[-1]
+            action = torch.tanh(pre_tanh)
+            # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)): stable where 1 - tanh(u)^2 underflows.
+            correction = (2 * (math.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))).sum(-1, keepdim=True)
+            return action, gauss_log_prob - correction
+
+
+class Critic(nn.Module):
+    """Twin Q-functions on ``[features, action]``.
+
+    Args:
+        feature_dim: ``F``.
+        action_dim: ``A``.
+        hidden_dim: width of the two hidden layers of each Q-network.
+    """
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.q1 = mlp(feature_dim + action_dim, hidden_dim, 1)
+        self.q2 = mlp(feature_dim + action_dim, hidden_dim, 1)
+        self.apply(_orthogonal_init)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, F]``, ``[B, A]`` → two ``[B, 1]`` float32 Q-values."""
+        x = torch.cat([features, action.to(features.dtype)], dim=-1)
+        return self.q1(x).float(), self.q2(x).float()
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
+    """Bellman loss of both Q-heads against one (already detached) target: ``mse(q1) + mse(q2)``, all ``[B, 1]``."""
+    return nn.functional.mse_loss(q1, target_q) + nn.functional.mse_loss(q2, target_q)
+
+
+@torch.no_grad()
+def soft_target(
+    reward: torch.Tensor,
+    not_terminal: torch.Tensor,
+    next_q1: torch.Tensor,
+    next_q2: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: torch.Tensor,
+    discount: float,
+) -> torch.Tensor:
+    """``r + γ · (1 - terminated) · (min(Q1', Q2') - α log π(a'|s'))``, all ``[B, 1]``.
+
+    Truncation (time limit, PhysicsError) bootstraps: only a true terminal state stops the return.
+    """
+    next_v = torch.min(next_q1, next_q2) - alpha * next_log_prob
+    return reward + discount * not_terminal * next_v
+
+
+def actor_loss(
+    critic: Critic, features: torch.Tensor, action: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """``mean(α log π(a|s) - min Q(s, a))`` with ``a ~ π``, through the critic with *frozen* weights.
+
+    The critic is called with detached parameters and detached features, so the actor loss puts no gradient on
+    any critic or encoder parameter (one optimizer steps them all); the gradient reaches the actor only through
+    the action.
+
+    Args:
+        critic: the online twin critic.
+        features: ``[B, F]`` critic features of the states (detached here).
+        action: ``[B, A]`` reparameterised actions from the actor.
+        log_prob: ``[B, 1]`` their log-probabilities.
+        alpha: temperature (a scalar, detached here).
+    """
+    frozen = {name: p.detach() for name, p in critic.named_parameters()}
+    q1, q2 = functional_call(critic, frozen, (features.detach(), action))
+    return (alpha.detach() * log_prob - torch.min(q1, q2)).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """``mean(-α (log π + target_entropy))`` with the log-probabilities detached (no gradient on the actor).
+
+    CURL's form: the gradient is taken through ``α = exp(log_alpha)``.
+    """
+    return (-log_alpha.float().exp() * (log_prob.detach() + target_entropy)).mean()
+
+
+@torch.no_grad()
+def ema_(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """``target ← (1 - τ) target + τ online`` for parameters (buffers such as norms' stats are copied)."""
+    t_params, o_params = list(target.parameters()), list(online.parameters())
+    if t_params:
+        torch._foreach_lerp_(t_params, o_params, tau)
+    for t_buf, o_buf in zip(target.buffers(), online.buffers()):
+        t_buf.copy_(o_buf)
