@@ -44,7 +44,7 @@ def main(args: list[str] | None = None) -> None:
             seed_everything_default=1,
             parser_kwargs={"fit": {"default_config_files": [str(QUICKSTART)]}},
             save_config_kwargs={"overwrite": True},
-            args=argv,
+            args=args,  # None: LightningCLI reads sys.argv itself
         )
     except ValueError as err:  # our validation errors: one line, no traceback (A2LS_DEBUG=1 shows it)
         if os.environ.get("A2LS_DEBUG"):

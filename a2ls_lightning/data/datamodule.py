@@ -180,8 +180,11 @@ class ReplayDataModule(pl.LightningDataModule):
             self.policy = module.act
 
     def train_dataloader(self) -> DataLoader:
-        # Identity collate: torch's default would take the TensorDict apart as a mapping.
-        return DataLoader(_UpdateStream(self), batch_size=None, num_workers=0, collate_fn=_as_is)
+        # Identity collate: torch's default would take the TensorDict apart as a mapping. An own generator: a
+        # DataLoader iterator draws a base seed at creation, which would shift the global RNG on resume.
+        return DataLoader(
+            _UpdateStream(self), batch_size=None, num_workers=0, collate_fn=_as_is, generator=torch.Generator()
+        )
 
     # --- collection ---------------------------------------------------------------------------------
     def next_batch(self) -> TensorDictBase:

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
+from a2ls_lightning.callbacks.weighting import default_weighting
 from a2ls_lightning.modules.encoders import ENCODERS
 from a2ls_lightning.modules.learner import SACLearner
 
@@ -103,6 +104,7 @@ class SACModule(pl.LightningModule):
         self.learner: SACLearner | None = None
         self.aux_weighting: Any = None  # installed by a weighting callback in its setup, else fixed weights of 1
         self._clock: tuple[float, int, float] | None = None
+        self._actor_metrics: dict[str, torch.Tensor] = {}
 
     # --- construction --------------------------------------------------------------------------------
     @property
@@ -140,13 +142,7 @@ class SACModule(pl.LightningModule):
         self._env_spec = (tuple(obs_shape), int(action_dim))
 
     def setup(self, stage: str) -> None:
-        precision = str(self.trainer.precision)
-        if precision in ("16-mixed", "16", "16-true"):
-            raise ValueError(
-                f"trainer.precision={precision!r} is not supported by SACModule (fp16 has too little range for the "
-                "temperature and log-probabilities, and a loss scaler would skew the auxiliary weighting); "
-                "allowed: 32-true, bf16-mixed, bf16-true"
-            )
+        check_precision(str(self.trainer.precision))
         dm = self.trainer.datamodule
         self.build(dm.observation_shape, dm.action_dim)
         strategy = self.trainer.strategy
@@ -155,9 +151,7 @@ class SACModule(pl.LightningModule):
             # that some parameters may go unused in an iteration (their grads then stay None and Adam skips them).
             strategy._ddp_kwargs["find_unused_parameters"] = True
         if self.aux_weighting is None:
-            from a2ls_lightning.callbacks.weighting import FixedWeights
-
-            self.aux_weighting = FixedWeights(1.0)
+            self.aux_weighting = default_weighting()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.learner is None and "env_spec" in checkpoint:
@@ -204,11 +198,15 @@ class SACModule(pl.LightningModule):
         opt.step()
         if update % hp.target_update_freq == 0:
             self.learner.update_targets(hp.critic_tau, hp.encoder_tau)
+        if "actor" in main:  # kept for logging: log steps need not fall on actor updates
+            self._actor_metrics = {"train/actor_loss": main["actor"].detach(),
+                                   "train/temperature_loss": main["temperature"].detach(),
+                                   "train/entropy": metrics.pop("entropy")}
         if (update + 1) % self.trainer.log_every_n_steps == 0:
-            self._log_train(main, aux, metrics)
+            self._log_train(main["critic"], aux, metrics)
 
-    def _log_train(self, main: dict, aux: dict, metrics: dict) -> None:
-        values = {f"train/{k}_loss": v.detach() for k, v in main.items()}
+    def _log_train(self, critic: torch.Tensor, aux: dict, metrics: dict) -> None:
+        values = {"train/critic_loss": critic.detach(), **self._actor_metrics}
         values.update({f"train/aux_{k}_loss": v.detach() for k, v in aux.items()})
         values.update({f"train/{k}": v for k, v in metrics.items()})
         counters = self.trainer.datamodule.counters()
@@ -233,6 +231,15 @@ class SACModule(pl.LightningModule):
             value = dm.evaluate(self.act_deterministic)
             self.log("eval/return", value, on_step=True, on_epoch=False, sync_dist=True, prog_bar=True)
             self.log("eval/env_steps", float(dm.collector.env_steps), on_step=True, on_epoch=False)
+
+
+def check_precision(precision: str) -> None:
+    """Refuse fp16 (Lightning itself turns ``16-mixed`` into ``bf16-mixed`` on a CPU)."""
+    if precision in ("16-mixed", "16", "16-true"):
+        raise ValueError(
+            f"trainer.precision={precision!r} is not supported by SACModule (fp16's range is too small for the "
+            "temperature and the log-probabilities); allowed: 32-true, bf16-mixed, bf16-true"
+        )
 
 
 def _coerce_aux_losses(aux_losses: Mapping[str, Any] | None) -> dict:

@@ -1,0 +1,237 @@
+"""Per-loss gradients over the shared parameters, and a combined loss that reuses them.
+
+Adaptive weighting rules (OL-AUX, cosine gating) need the gradient of every loss separately on the
+shared parameters (the encoder), each update. Two exact ways to get them:
+
+``"per_loss"`` (default)
+    One ``autograd.grad`` per loss over **all** the leaves it depends on (found by walking its graph).
+    The heads of the losses are disjoint, so together these calls traverse every head once, as one
+    backward of the combined loss would; only the shared encoder is traversed ``K+1`` times. The
+    combined loss returned is then a single autograd node that hands the already computed gradients
+    to the leaves, so ``manual_backward`` does not traverse the graph again. Cost measured by
+    ``scripts/benchmark_olaux_cost.py`` (state encoder, twin-Q 2x256, five auxiliary heads, batch 256,
+    2 CPU threads): about 1.2-1.3x a fixed-weight update.
+
+``"batched"``
+    One ``autograd.grad(stack(losses), shared, grad_outputs=eye(K+1), is_grads_batched=True)`` call
+    (REFERENCES.md §2), followed by an ordinary backward of the weighted sum. vmap pushes all ``K+1``
+    cotangents through every head, so with a large main head (twin Q) it costs about 3x a fixed-weight
+    update on CPU; it pays off where the shared encoder dominates and heads are tiny (pixels, GPU).
+    Ops without a batching rule make it fall back to the per-loss loop for the shared gradients.
+
+Both give the same gradients (tests/test_olaux.py checks dot products to 1e-5).
+
+Loss scaling (16-mixed): the losses are multiplied by the scaler's current scale before
+``autograd.grad`` (so fp16 activations' gradients do not underflow, as in ``manual_backward``) and the
+gradients are divided by it again: everything here is in unscaled units. The combined loss's backward
+multiplies the stored gradients by the incoming gradient, i.e. by the scale that ``manual_backward``
+applied, so the optimizer (and the scaler's inf check) see the usual scaled gradients.
+
+Limits of ``"per_loss"``: no double backward through the returned loss (``create_graph``), and
+tensor hooks registered on leaves fire once per loss during the per-loss calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+GradientMethod = Literal["per_loss", "batched"]
+GRADIENT_METHODS: tuple[str, ...] = ("per_loss", "batched")
+
+
+def graph_leaves(loss: Tensor) -> list[Tensor]:
+    """The leaf tensors that ``loss.backward()`` would accumulate gradients into."""
+    if not loss.requires_grad:
+        return []
+    if loss.grad_fn is None:
+        return [loss]
+    leaves, seen, stack = [], set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # only AccumulateGrad nodes have one
+        if variable is not None:
+            leaves.append(variable)
+        else:
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves
+
+
+def all_reduce_mean(tensor: Tensor) -> Tensor:
+    """Average over the ranks of the default process group (a no-op without one): a new tensor."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    reduced = tensor.clone()
+    dist.all_reduce(reduced)
+    return reduced.div_(dist.get_world_size())
+
+
+class LossGradients:
+    """Gradients of ``K+1`` losses ``[main, aux_1, ..., aux_K]`` and a combined loss built from them.
+
+    Args:
+        losses: ``K+1`` scalar losses, the main loss first.
+        shared_parameters: the parameters shared by main and auxiliary losses (``P`` elements in all).
+        method: ``"per_loss"`` or ``"batched"`` (see the module docstring).
+        scale: the loss scale of a ``GradScaler`` (16-mixed) or ``None``.
+
+    Attributes:
+        shared: ``[K+1, P]`` float32, row ``k`` the flattened, unscaled gradient of loss ``k`` over the
+            shared parameters (zeros where a loss does not reach a parameter). Local to this rank.
+
+    Example:
+        >>> enc, head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1)
+        >>> z = enc(torch.randn(8, 3))
+        >>> grads = LossGradients([head(z).pow(2).mean(), z.abs().mean()], list(enc.parameters()))
+        >>> grads.shared.shape  # 2 losses, 3*4 + 4 shared parameters
+        torch.Size([2, 16])
+        >>> grads.combine([1.0, 0.5]).backward()  # = (main + 0.5 * aux).backward()
+    """
+
+    def __init__(
+        self,
+        losses: Sequence[Tensor],
+        shared_parameters: Sequence[Tensor],
+        method: GradientMethod = "per_loss",
+        scale: Tensor | float | None = None,
+    ) -> None:
+        if method not in GRADIENT_METHODS:
+            raise ValueError(f"gradient_method={method!r} is not allowed; allowed: {', '.join(GRADIENT_METHODS)}")
+        self.losses = list(losses)
+        self.shared_parameters = [p for p in shared_parameters if p.requires_grad]
+        self.method = method
+        self._scale = scale
+        # per_loss only: which shared parameters some loss reaches, and each loss's other (leaf, grad) pairs
+        self._reached: set[int] = set()
+        self._other: list[list[tuple[Tensor, Tensor]]] = []
+        self.shared = self._per_loss() if method == "per_loss" else self._batched()
+
+    # --- gradients ------------------------------------------------------------------------------
+    def _grad(self, outputs: Tensor, inputs: Sequence[Tensor], grad_outputs: Tensor | None = None,
+              **kwargs) -> list[Tensor | None]:
+        """Unscaled ``d outputs / d inputs``; the outputs are scaled first so fp16 backward does not underflow."""
+        if self._scale is not None:
+            scale = torch.as_tensor(self._scale, dtype=outputs.dtype, device=outputs.device)
+            grad_outputs = (torch.ones_like(outputs) if grad_outputs is None else grad_outputs) * scale
+        grads = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, **kwargs)
+        return list(grads) if self._scale is None else [None if g is None else g / scale for g in grads]
+
+    def _flat_shared(self, by_param: dict[int, Tensor]) -> Tensor:
+        """``[P]`` float32 from ``{id(param): grad}``, zeros for parameters the loss does not reach."""
+        parts = [by_param[id(p)].reshape(-1).float() if id(p) in by_param else p.new_zeros(p.numel(), dtype=torch.float)
+                 for p in self.shared_parameters]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def _per_loss(self) -> Tensor:
+        shared_ids = {id(p) for p in self.shared_parameters}
+        rows = []
+        for loss in self.losses:
+            leaves = graph_leaves(loss)
+            grads = self._grad(loss, leaves) if leaves else []
+            by_param = {id(p): g for p, g in zip(leaves, grads) if id(p) in shared_ids}
+            self._reached.update(by_param)
+            rows.append(self._flat_shared(by_param))
+            self._other.append([(p, g) for p, g in zip(leaves, grads) if id(p) not in shared_ids])
+        return torch.stack(rows)
+
+    def _batched(self) -> Tensor:
+        count, params = len(self.losses), self.shared_parameters
+        if not params or not any(loss.requires_grad for loss in self.losses):
+            return torch.zeros(count, sum(p.numel() for p in params))
+        stacked = torch.stack([loss.reshape(()) for loss in self.losses])
+        try:
+            eye = torch.eye(count, dtype=stacked.dtype, device=stacked.device)
+            grads = self._grad(stacked, params, eye, is_grads_batched=True, allow_unused=True)
+        except RuntimeError:  # an op without a vmap batching rule: the exact per-loss loop instead
+            return torch.stack([self._loop_row(loss) for loss in self.losses])
+        return torch.cat([(g if g is not None else p.new_zeros(count, *p.shape)).reshape(count, -1).float()
+                          for g, p in zip(grads, params)], dim=1)
+
+    def _loop_row(self, loss: Tensor) -> Tensor:
+        if not loss.requires_grad:
+            return self._flat_shared({})
+        grads = self._grad(loss, self.shared_parameters, allow_unused=True)
+        return self._flat_shared({id(p): g for p, g in zip(self.shared_parameters, grads) if g is not None})
+
+    # --- the combined loss ----------------------------------------------------------------------
+    def _split_shared(self, flat: Tensor) -> list[Tensor]:
+        """``[P]`` → one tensor per shared parameter, in its shape and dtype."""
+        sizes = [p.numel() for p in self.shared_parameters]
+        return [g.view_as(p).to(p.dtype) for g, p in zip(flat.split(sizes), self.shared_parameters)]
+
+    def combine(self, coefficients: Sequence[float], shared_coefficients: Tensor | None = None) -> Tensor:
+        """A scalar whose value is ``Σ_k coefficients[k]·loss_k`` and whose backward gives
+
+        - each shared parameter ``Σ_k shared_coefficients[k]·∇loss_k`` (the rule's shared update),
+        - every other leaf ``Σ_k coefficients[k]·∇loss_k`` (each head gets its own loss's gradient).
+
+        Args:
+            coefficients: ``K+1`` python floats, the weights of the losses.
+            shared_coefficients: ``[K+1]`` weights on the shared parameters only (a tensor, so that
+                data-dependent gates stay on the device: no host sync); ``None``: ``coefficients``.
+        """
+        coefficients = [float(c) for c in coefficients]
+        value = sum(c * loss for c, loss in zip(coefficients, self.losses))
+        plain = torch.tensor(coefficients, dtype=self.shared.dtype, device=self.shared.device)
+        shared_coefficients = plain if shared_coefficients is None else shared_coefficients.to(plain)
+        if self.method == "per_loss":
+            return self._replay(value.detach(), shared_coefficients, coefficients)
+        if shared_coefficients is plain:
+            return value
+        # an ordinary backward of `value`, corrected on the shared parameters by detached inner products
+        delta = self._split_shared((shared_coefficients - plain) @ self.shared)
+        correction = sum((p * g).sum() for p, g in zip(self.shared_parameters, delta))
+        return value + (correction - correction.detach())
+
+    def _replay(self, value: Tensor, shared_coefficients: Tensor, coefficients: list[float]) -> Tensor:
+        """``value`` as one autograd node whose backward replays the per-loss gradients, weighted."""
+        reached = [i for i, p in enumerate(self.shared_parameters) if id(p) in self._reached]
+        # other leaves: usually one loss each (a head); a leaf reached by several losses is summed here
+        grads_by_leaf: dict[int, tuple[Tensor, Tensor, float]] = {}
+        for coefficient, pairs in zip(coefficients, self._other):
+            for leaf, grad in pairs:
+                if id(leaf) in grads_by_leaf:
+                    _, previous, previous_coefficient = grads_by_leaf[id(leaf)]
+                    grad, coefficient = previous * previous_coefficient + grad * coefficient, 1.0
+                grads_by_leaf[id(leaf)] = (leaf, grad, coefficient)
+        other_leaves = [leaf for leaf, _, _ in grads_by_leaf.values()]
+        other_grads = [grad for _, grad, _ in grads_by_leaf.values()]
+        other_coefficients = [c for _, _, c in grads_by_leaf.values()]
+        scaled = any(c != 1.0 for c in other_coefficients)
+        shared_grads = self.shared
+
+        def make_grads(grad_out: Tensor) -> list[Tensor]:
+            out: list[Tensor] = []
+            if reached:
+                split = self._split_shared((shared_coefficients * grad_out.float()) @ shared_grads)
+                out = [split[i] for i in reached]
+            if other_grads:
+                # the fused foreach ops keep this to a few dispatcher calls for dozens of head tensors
+                others = torch._foreach_mul(other_grads, grad_out)
+                if scaled:
+                    torch._foreach_mul_(others, other_coefficients)
+                out.extend(others)
+            return out
+
+        leaves = [self.shared_parameters[i] for i in reached] + other_leaves
+        return _ReplayGradients.apply(value, make_grads, *leaves)
+
+
+class _ReplayGradients(torch.autograd.Function):
+    """A scalar node whose backward hands precomputed gradients (times the incoming one) to leaves."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, make_grads: Callable[[Tensor], list[Tensor]], *leaves: Tensor) -> Tensor:
+        ctx.make_grads = make_grads
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple:
+        return (None, None, *ctx.make_grads(grad_out))
