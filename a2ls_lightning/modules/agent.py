@@ -228,9 +228,14 @@ class SACModule(pl.LightningModule):
         dm = self.trainer.datamodule
         final = self.trainer.max_steps > 0 and self.trainer.global_step >= self.trainer.max_steps
         if dm.evaluation_due(final=final):
-            value = dm.evaluate(self.act_deterministic)
-            self.log("eval/return", value, on_step=True, on_epoch=False, sync_dist=True, prog_bar=True)
-            self.log("eval/env_steps", float(dm.collector.env_steps), on_step=True, on_epoch=False)
+            value = torch.tensor(dm.evaluate(self.act_deterministic), device=self.device)
+            value = self.trainer.strategy.reduce(value, reduce_op="mean")  # every rank evaluated its own env
+            metrics = {"eval/return": float(value), "eval/env_steps": float(dm.collector.env_steps)}
+            # Straight to the loggers: `self.log` reaches them only on `log_every_n_steps` boundaries.
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=self.global_step)
+            self.log("eval/return", value, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("eval/env_steps", metrics["eval/env_steps"], on_step=True, on_epoch=False)
 
 
 def check_precision(precision: str) -> None:

@@ -1,0 +1,151 @@
+"""Learning benchmark: state cheetah-run, 100k env steps (action repeat 4), CPU-sized networks, several seeds.
+
+Every (variant, seed) is a real ``a2ls fit`` run of ``configs/benchmark_cheetah_state_cpu.yaml`` in its own process;
+its evaluation curve is kept as JSON under ``docs/benchmarks/runs/`` so an interrupted benchmark resumes where it
+stopped and suites share runs (plain SAC is the baseline of all three). The summary table (mean ± std of the last
+``eval/return`` and of the area under the evaluation curve) goes to ``docs/benchmark_<suite>.md`` and the curves to
+``docs/benchmark_<suite>.png``.
+
+    python scripts/benchmark_learning.py --suite core --seeds 1 2 3 --jobs 2
+    python scripts/benchmark_learning.py --suite aux --seeds 1 2 3 --jobs 2
+    python scripts/benchmark_learning.py --suite olaux --seeds 1 2 3 --jobs 2
+    python scripts/benchmark_learning.py --suite core --report-only     # tables and plots from stored runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "benchmark_cheetah_state_cpu.yaml"
+RUNS = ROOT / "docs" / "benchmarks" / "runs"
+
+FIVE = ("{fwd: forward_dynamics, inv: inverse_dynamics, rew: reward_prediction, rec: state_reconstruction, "
+        "a2v: a2_winner_v}")
+VARIANTS: dict[str, list[str]] = {
+    "sac": [],
+    "a2_winner_v": ["--model.aux_losses={a2v: a2_winner_v}"],
+    "forward_dynamics": ["--model.aux_losses={fwd: forward_dynamics}"],
+    "five_fixed": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.FixedWeights"],
+    "five_gradient_balancing": [f"--model.aux_losses={FIVE}",
+                                "--trainer.callbacks+=a2ls_lightning.callbacks.GradientBalancing"],
+    "five_olaux": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux"],
+}
+SUITES = {
+    "core": ["sac"],
+    "aux": ["sac", "a2_winner_v", "forward_dynamics"],
+    "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux"],
+}
+KEEP_TAGS = ("eval/return", "eval/env_steps", "train/episode_return", "train/env_steps")
+
+
+def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = sorted(log_dir.rglob("events.out.tfevents*"))
+    if not events:
+        raise RuntimeError(f"no TensorBoard events under {log_dir}")
+    acc = EventAccumulator(str(events[-1].parent), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = [t for t in acc.Tags()["scalars"] if t in KEEP_TAGS or t.startswith("aux_weight/")]
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
+
+
+def run_one(variant: str, seed: int, max_steps: int | None, tag: str) -> dict:
+    """Train one (variant, seed) with the real CLI; store and return its curves."""
+    out = RUNS / tag / variant / f"seed{seed}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "a2ls_lightning.cli", "fit", f"--config={CONFIG}", f"--seed_everything={seed}",
+               f"--trainer.default_root_dir={tmp}", *VARIANTS[variant]]
+        if max_steps:
+            cmd.append(f"--trainer.max_steps={max_steps}")
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        start = time.time()
+        proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
+        result = {"variant": variant, "seed": seed, "seconds": time.time() - start, "command": " ".join(cmd),
+                  "scalars": _scalars(Path(tmp))}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result))
+    print(f"  done {variant} seed {seed}: final eval/return {result['scalars']['eval/return'][-1][1]:.1f} "
+          f"in {result['seconds'] / 60:.1f} min", flush=True)
+    return result
+
+
+def _curve(result: dict) -> tuple[np.ndarray, np.ndarray]:
+    steps = np.array([v for _, v in result["scalars"]["eval/env_steps"]])
+    returns = np.array([v for _, v in result["scalars"]["eval/return"]])
+    return steps, returns
+
+
+def report(suite: str, tag: str) -> str:
+    """Write ``docs/benchmark_<suite>.md`` and ``.png`` from the stored runs; return the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = ["| variant | seeds | eval/return at the end (mean ± std) | AULC of eval/return (mean ± std) | minutes/run |",
+            "|---|---|---|---|---|"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant in SUITES[suite]:
+        results = [json.loads(p.read_text()) for p in sorted((RUNS / tag / variant).glob("seed*.json"))]
+        if not results:
+            continue
+        curves = [_curve(r) for r in results]
+        finals = np.array([c[1][-1] for c in curves])
+        aulc = np.array([np.mean(c[1]) for c in curves])  # mean over evaluation points = normalised AULC
+        minutes = np.mean([r["seconds"] for r in results]) / 60
+        rows.append(f"| {variant} | {len(results)} | {finals.mean():.1f} ± {finals.std():.1f} | "
+                    f"{aulc.mean():.1f} ± {aulc.std():.1f} | {minutes:.1f} |")
+        n = min(len(c[0]) for c in curves)
+        steps = curves[0][0][:n]
+        stack = np.stack([c[1][:n] for c in curves])
+        ax.plot(steps, stack.mean(0), label=f"{variant} (n={len(results)})")
+        ax.fill_between(steps, stack.mean(0) - stack.std(0), stack.mean(0) + stack.std(0), alpha=0.2)
+    ax.set_xlabel("env steps (action repeat 4 included)")
+    ax.set_ylabel("eval/return (10 episodes, deterministic)")
+    ax.set_title(f"state cheetah-run, CPU-sized SAC ({suite})")
+    ax.legend()
+    fig.tight_layout()
+    png = ROOT / "docs" / f"benchmark_{suite}{'' if tag == 'full' else '_' + tag}.png"
+    fig.savefig(png, dpi=110)
+    table = "\n".join(rows)
+    md = ROOT / "docs" / f"benchmark_{suite}{'' if tag == 'full' else '_' + tag}.md"
+    md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}`"
+                  f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`.\n\n{table}\n\n"
+                  f"![curves]({png.name})\n")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(SUITES), default="core")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    parser.add_argument("--max-steps", type=int, default=None, help="fewer updates (a quick check, stored apart)")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    tag = "full" if args.max_steps is None else f"steps{args.max_steps}"
+    if not args.report_only:
+        jobs = [(v, s) for s in args.seeds for v in SUITES[args.suite]]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda job: run_one(job[0], job[1], args.max_steps, tag), jobs))
+    print(report(args.suite, tag))
+
+
+if __name__ == "__main__":
+    main()
