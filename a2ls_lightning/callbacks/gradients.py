@@ -63,6 +63,17 @@ def graph_leaves(loss: Tensor) -> list[Tensor]:
     return leaves
 
 
+def _full_precision(device: torch.device):
+    # combine runs inside training_step, i.e. under autocast: a matmul there would run in bf16/fp16
+    return torch.autocast(device.type, enabled=False)
+
+
+def dot_with_main(shared: Tensor) -> Tensor:
+    """``[K+1, P]`` per-loss gradients (main first) → ``[K]`` float32 ``⟨g_0, g_i⟩``, whatever the autocast."""
+    with _full_precision(shared.device):
+        return shared[1:] @ shared[0]
+
+
 def all_reduce_mean(tensor: Tensor) -> Tensor:
     """Average over the ranks of the default process group (a no-op without one): a new tensor."""
     dist = torch.distributed
@@ -186,7 +197,8 @@ class LossGradients:
         if shared_coefficients is plain:
             return value
         # an ordinary backward of `value`, corrected on the shared parameters by detached inner products
-        delta = self._split_shared((shared_coefficients - plain) @ self.shared)
+        with _full_precision(self.shared.device):
+            delta = self._split_shared((shared_coefficients - plain) @ self.shared)
         correction = sum((p * g).sum() for p, g in zip(self.shared_parameters, delta))
         return value + (correction - correction.detach())
 
@@ -210,7 +222,8 @@ class LossGradients:
         def make_grads(grad_out: Tensor) -> list[Tensor]:
             out: list[Tensor] = []
             if reached:
-                split = self._split_shared((shared_coefficients * grad_out.float()) @ shared_grads)
+                with _full_precision(shared_grads.device):
+                    split = self._split_shared((shared_coefficients * grad_out.float()) @ shared_grads)
                 out = [split[i] for i in reached]
             if other_grads:
                 # the fused foreach ops keep this to a few dispatcher calls for dozens of head tensors

@@ -33,7 +33,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from a2ls_lightning.callbacks.gradients import GRADIENT_METHODS, GradientMethod, LossGradients, all_reduce_mean
+from a2ls_lightning.callbacks.gradients import (
+    GRADIENT_METHODS,
+    GradientMethod,
+    LossGradients,
+    all_reduce_mean,
+    dot_with_main,
+)
 from a2ls_lightning.callbacks.weighting import AuxWeighting, check_number, log_balanced
 
 
@@ -100,7 +106,7 @@ class OLAux(AuxWeighting):
             self._log_checked = True
         grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
         shared = all_reduce_mean(grads.shared)  # [K+1, P], identical on every rank
-        dots = shared[1:] @ shared[0]  # [K]
+        dots = dot_with_main(shared)  # [K]
         finite = torch.isfinite(dots).all()
         if self._accumulator.device != dots.device or self._accumulator.dtype != dots.dtype:
             self._accumulator = self._accumulator.to(dots)

@@ -26,7 +26,13 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from a2ls_lightning.callbacks.gradients import GRADIENT_METHODS, GradientMethod, LossGradients, all_reduce_mean
+from a2ls_lightning.callbacks.gradients import (
+    GRADIENT_METHODS,
+    GradientMethod,
+    LossGradients,
+    all_reduce_mean,
+    dot_with_main,
+)
 
 
 class AuxWeighting(pl.Callback):
@@ -240,5 +246,5 @@ class CosineGating(AuxWeighting):
 def cosine_gates(shared_grads: Tensor, weighted: bool) -> Tensor:
     """``[K+1, P]`` gradients (main first) → ``[K]`` gates: ``1[cos >= 0]`` or ``max(0, cos)``."""
     norms = shared_grads.norm(dim=1)
-    cos = (shared_grads[1:] @ shared_grads[0]) / (norms[1:] * norms[0]).clamp_min(torch.finfo(norms.dtype).tiny)
+    cos = dot_with_main(shared_grads) / (norms[1:] * norms[0]).clamp_min(torch.finfo(norms.dtype).tiny)
     return cos.clamp_min(0.0) if weighted else (cos >= 0).to(cos.dtype)

@@ -1,0 +1,121 @@
+"""Updates/s of SACModule inside a Lightning Trainer vs a plain PyTorch loop over the same networks and batch.
+
+Both run in this process with the same thread count, on one fixed sampled batch (so only the update path is
+compared: Lightning's loop, hooks and logging against a bare loop). Rounds alternate to spread machine noise.
+
+    python scripts/benchmark_throughput.py                      # state, 256-wide, batch 256 (CPU-sized)
+    python scripts/benchmark_throughput.py --hidden 1024 --batch 512 --updates 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from a2ls_lightning import ReplayDataModule, SACModule
+
+
+class _Repeat(IterableDataset):
+    def __init__(self, batch, n: int) -> None:
+        self.batch, self.n = batch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            yield self.batch
+
+
+class FixedBatchData(pl.LightningDataModule):
+    """Serves one real sampled batch over and over; no collection, no evaluation (only the update is timed)."""
+
+    def __init__(self, source: ReplayDataModule, batch, n: int) -> None:
+        super().__init__()
+        self.source, self.batch, self.n = source, batch, n
+        self.observation_shape, self.action_dim = source.observation_shape, source.action_dim
+
+    def train_dataloader(self):
+        return DataLoader(_Repeat(self.batch, self.n), batch_size=None, collate_fn=lambda b: b)
+
+    def evaluation_due(self, final: bool = False) -> bool:
+        return False
+
+    def counters(self):
+        return self.source.counters()
+
+
+def plain_loop(module: SACModule, batch, n: int) -> float:
+    """The same update as SACModule.training_step, written as a bare loop; returns updates/s."""
+    hp, learner = module.hparams, module.learner
+    opt = module.configure_optimizers()
+    start = time.perf_counter()
+    for update in range(n):
+        main, aux, _ = learner.losses(batch, update_actor=update % hp.actor_update_freq == 0)
+        total = main["critic"] + sum(aux.values()) + main.get("actor", 0.0) + main.get("temperature", 0.0)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if update % hp.target_update_freq == 0:
+            learner.update_targets(hp.critic_tau, hp.encoder_tau)
+    return n / (time.perf_counter() - start)
+
+
+def trainer_loop(module: SACModule, data: FixedBatchData, n: int) -> float:
+    trainer = pl.Trainer(max_steps=n, logger=False, enable_checkpointing=False, enable_progress_bar=True,
+                         enable_model_summary=False, accelerator="cpu", devices=1, log_every_n_steps=50)
+    times = {}
+
+    class Clock(pl.Callback):  # time the loop itself, not the Trainer's set-up
+        def on_train_start(self, *_):
+            times["start"] = time.perf_counter()
+
+        def on_train_end(self, *_):
+            times["end"] = time.perf_counter()
+
+    trainer.callbacks.append(Clock())
+    trainer.fit(module, data)
+    return n / (times["end"] - times["start"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--updates", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--aux", default=None, help="auxiliary losses, e.g. '{a2v: a2_winner_v}'")
+    args = parser.parse_args()
+    pl.seed_everything(0)
+    aux = None
+    if args.aux:
+        import yaml
+
+        aux = yaml.safe_load(args.aux)
+    source = ReplayDataModule(batch_size=args.batch, capacity=10_000, warmup_steps=2000)
+    base = SACModule(hidden_dim=args.hidden, aux_losses=aux)
+    source.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=base.required_slice_length)
+    batch = source.next_batch()
+    base.build(source.observation_shape, source.action_dim)
+    results = {"plain": [], "trainer": []}
+    for _ in range(args.rounds):
+        results["plain"].append(plain_loop(copy.deepcopy(base), batch, args.updates))
+        module = copy.deepcopy(base)
+        results["trainer"].append(trainer_loop(module, FixedBatchData(source, batch, args.updates), args.updates))
+    plain, lightning = max(results["plain"]), max(results["trainer"])
+    print(f"threads={torch.get_num_threads()} hidden={args.hidden} batch={args.batch} updates={args.updates} "
+          f"aux={args.aux}")
+    print("| loop | updates/s (best of rounds) | all rounds |\n|---|---|---|")
+    for name, best in (("plain PyTorch", plain), ("SACModule in Trainer", lightning)):
+        key = "plain" if name.startswith("plain") else "trainer"
+        print(f"| {name} | {best:.1f} | {', '.join(f'{v:.1f}' for v in results[key])} |")
+    print(f"ratio Trainer / plain = {lightning / plain:.3f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
