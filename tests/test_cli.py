@@ -97,6 +97,7 @@ def test_ddp_two_cpu_ranks_differ_in_data_and_agree_in_weights(tmp_path):
     probe = tmp_path / "probe"
     out = a2ls(
         "fit", *TINY, "--trainer.max_steps=40", "--trainer.strategy=ddp", "--trainer.devices=2",
+        "--model.aux_losses={fwd: forward_dynamics}",
         "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}", "--data.eval_episodes=0",
         "--trainer.callbacks+=cli_probe.RankProbe", f"--trainer.callbacks.out_dir={probe}",
         cwd=tmp_path, timeout=600,

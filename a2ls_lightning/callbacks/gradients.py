@@ -203,48 +203,40 @@ class LossGradients:
         return value + (correction - correction.detach())
 
     def _replay(self, value: Tensor, shared_coefficients: Tensor, coefficients: list[float]) -> Tensor:
-        """``value`` as one autograd node whose backward replays the per-loss gradients, weighted."""
-        reached = [i for i, p in enumerate(self.shared_parameters) if id(p) in self._reached]
-        # other leaves: usually one loss each (a head); a leaf reached by several losses is summed here
-        grads_by_leaf: dict[int, tuple[Tensor, Tensor, float]] = {}
+        """``value`` as one autograd node whose backward hands out the weighted per-loss gradients."""
+        leaves, grads = [], []
+        if self._reached:
+            with _full_precision(self.shared.device):
+                split = self._split_shared(shared_coefficients @ self.shared)
+            for param, grad in zip(self.shared_parameters, split):
+                if id(param) in self._reached:  # a parameter no loss reaches gets no gradient, as in backward
+                    leaves.append(param)
+                    grads.append(grad)
+        # other leaves: usually reached by one loss each (a head); a leaf reached by several is summed
+        position: dict[int, int] = {}
         for coefficient, pairs in zip(coefficients, self._other):
             for leaf, grad in pairs:
-                if id(leaf) in grads_by_leaf:
-                    _, previous, previous_coefficient = grads_by_leaf[id(leaf)]
-                    grad, coefficient = previous * previous_coefficient + grad * coefficient, 1.0
-                grads_by_leaf[id(leaf)] = (leaf, grad, coefficient)
-        other_leaves = [leaf for leaf, _, _ in grads_by_leaf.values()]
-        other_grads = [grad for _, grad, _ in grads_by_leaf.values()]
-        other_coefficients = [c for _, _, c in grads_by_leaf.values()]
-        scaled = any(c != 1.0 for c in other_coefficients)
-        shared_grads = self.shared
-
-        def make_grads(grad_out: Tensor) -> list[Tensor]:
-            out: list[Tensor] = []
-            if reached:
-                with _full_precision(shared_grads.device):
-                    split = self._split_shared((shared_coefficients * grad_out.float()) @ shared_grads)
-                out = [split[i] for i in reached]
-            if other_grads:
-                # the fused foreach ops keep this to a few dispatcher calls for dozens of head tensors
-                others = torch._foreach_mul(other_grads, grad_out)
-                if scaled:
-                    torch._foreach_mul_(others, other_coefficients)
-                out.extend(others)
-            return out
-
-        leaves = [self.shared_parameters[i] for i in reached] + other_leaves
-        return _ReplayGradients.apply(value, make_grads, *leaves)
+                weighted = grad if coefficient == 1.0 else grad * coefficient
+                if id(leaf) in position:
+                    grads[position[id(leaf)]] = grads[position[id(leaf)]] + weighted
+                else:
+                    position[id(leaf)] = len(leaves)
+                    leaves.append(leaf)
+                    grads.append(weighted)
+        return _ReplayGradients.apply(value, grads, *leaves)
 
 
 class _ReplayGradients(torch.autograd.Function):
     """A scalar node whose backward hands precomputed gradients (times the incoming one) to leaves."""
 
     @staticmethod
-    def forward(ctx, value: Tensor, make_grads: Callable[[Tensor], list[Tensor]], *leaves: Tensor) -> Tensor:
-        ctx.make_grads = make_grads
+    def forward(ctx, value: Tensor, grads: list[Tensor], *leaves: Tensor) -> Tensor:
+        ctx.grads = grads
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple:
-        return (None, None, *ctx.make_grads(grad_out))
+        # grad_out is the loss scale under 16-mixed, else 1; one fused op for all the leaves
+        grads = torch._foreach_mul(ctx.grads, grad_out) if ctx.grads else []
+        ctx.grads = None  # free them: the node is not run twice
+        return (None, None, *grads)
