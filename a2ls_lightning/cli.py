@@ -1,4 +1,5 @@
-"""The ``a2ls`` command: LightningCLI over :class:`SACModule` and :class:`ReplayDataModule`, plus ``a2ls losses``.
+"""The ``a2ls`` command: LightningCLI over :class:`SACModule` and :class:`ReplayDataModule`, plus ``a2ls losses``
+and ``a2ls search`` (the auxiliary-loss search).
 
 ``a2ls fit`` with no ``--config`` runs the quickstart (state cheetah-run, CPU-sized networks); any other
 config file or flag overrides it. Bad settings stop the run before training with one line that names the field.
@@ -32,20 +33,24 @@ def _print_losses() -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``a2ls`` console script."""
+    """Entry point of the ``a2ls`` console script: ``fit`` (and LightningCLI's other verbs), ``losses``, ``search``."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["losses"]:
-        _print_losses()
-        return
     try:
-        A2LSCLI(
-            SACModule,
-            ReplayDataModule,
-            seed_everything_default=1,
-            parser_kwargs={"fit": {"default_config_files": [str(QUICKSTART)]}},
-            save_config_kwargs={"overwrite": True},
-            args=args,  # None: LightningCLI reads sys.argv itself
-        )
+        if argv[:1] == ["losses"]:
+            _print_losses()
+        elif argv[:1] == ["search"]:
+            from a2ls_lightning.search.cli import main as search_main
+
+            search_main(argv[1:])
+        else:
+            A2LSCLI(
+                SACModule,
+                ReplayDataModule,
+                seed_everything_default=1,
+                parser_kwargs={"fit": {"default_config_files": [str(QUICKSTART)]}},
+                save_config_kwargs={"overwrite": True},
+                args=args,  # None: LightningCLI reads sys.argv itself
+            )
     except ValueError as err:  # our validation errors: one line, no traceback (A2LS_DEBUG=1 shows it)
         if os.environ.get("A2LS_DEBUG"):
             raise

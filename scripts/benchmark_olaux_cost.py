@@ -5,7 +5,7 @@ LayerNorm) shared by a twin-Q main head (2x256 MLPs on [features, action 6]) and
 (Linear(50, 100) → BatchNorm1d → ReLU → Linear(100, 50)), batch 256, one Adam over everything. One update
 = forward, ``combine`` (the real callback code), backward, Adam step, ``after_update``.
 
-    python scripts/benchmark_olaux_cost.py [--rounds 7] [--updates 100] [--threads 2]
+    python scripts/benchmark_olaux_cost.py [--rounds 5] [--updates 50] [--threads 2]
 
 Prints milliseconds per update (median over rounds, the rules interleaved within each round so that
 machine noise hits them alike) and the ratio to FixedWeights.
@@ -46,7 +46,7 @@ class Problem(nn.Module):
     def losses(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features = self.encoder(self.obs)  # [B, 50]
         critic_input = torch.cat([features, self.action], dim=-1)  # [B, 56]
-        critic = (self.q1(critic_input) - self.target_q).pow(2).mean() + (self.q2(critic_input) - self.target_q).pow(2).mean()
+        critic = sum((q(critic_input) - self.target_q).pow(2).mean() for q in (self.q1, self.q2))
         with torch.no_grad():
             target = self.encoder(self.next_obs)  # stands in for the EMA target encoder
         aux = {f"aux{i}": (head(features) - target).pow(2).mean() for i, head in enumerate(self.heads)}
@@ -82,8 +82,8 @@ RULES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="timing rounds (the median is reported)")
-    parser.add_argument("--updates", type=int, default=100, help="updates per rule and round")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (the median is reported)")
+    parser.add_argument("--updates", type=int, default=50, help="updates per rule and round")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -62,7 +62,7 @@ def test_help_documents_every_argument(tmp_path):
 def test_print_config_shows_the_quickstart_defaults(tmp_path):
     out = a2ls("fit", "--print_config", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "task: cheetah-run" in out.stdout and "hidden_dim: 256" in out.stdout and "max_steps: 6000" in out.stdout
+    assert "task: cheetah-run" in out.stdout and "hidden_dim: 256" in out.stdout and "max_steps: 24000" in out.stdout
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,10 @@ def test_weights_are_clipped_at_min_weight_and_new_names_start_at_init_weight():
     assert olaux.weights == {"against": 0.1}  # 0.5 - |∇|² = 0.5 - 20, clipped
     olaux.combine(theta.pow(2).sum(), {"against": -theta.sum(), "new": theta.sum()}, [theta])
     assert olaux.weights == {"against": 0.1, "new": 0.5}
+    olaux.after_update()
+    olaux.combine(theta.pow(2).sum(), {"new": theta.sum()}, [theta])  # a step with only some of the losses
+    olaux.after_update()
+    assert olaux.weights == {"against": 0.1, "new": pytest.approx(0.5 + 6 + 6)}  # ⟨(2, 4), (1, 1)⟩ = 6 twice
 
 
 def test_non_finite_gradients_skip_the_update():
@@ -166,6 +170,16 @@ def test_non_finite_gradients_skip_the_update():
     olaux.combine(main(), {"a": theta.sum() * math.inf}, [theta])
     olaux.after_update()
     assert olaux.weights["a"] == pytest.approx(1.0 + 0.1 * 6) and olaux.skipped_steps == 1
+
+
+def test_combine_without_grad_returns_the_weighted_loss_and_counts_nothing():
+    net, olaux = Net(), OLAux(n_steps=1, lr=0.05, log_balance=False)
+    with torch.no_grad():
+        main, aux = net.losses()
+        total = olaux.combine(main, aux, net.shared())
+    torch.testing.assert_close(total, main + sum(aux.values()))
+    olaux.after_update()
+    assert olaux.weights == {"aux0": 1.0, "aux1": 1.0, "aux2": 1.0} and olaux.state_dict()["steps_in_window"] == 0
 
 
 def test_state_dict_round_trip_continues_exactly():

@@ -38,7 +38,8 @@ def test_fixed_weights_by_name_scale_value_and_gradient():
 
 def test_fixed_weights_rejects_unknown_and_missing_names():
     losses = {"forward": torch.tensor(1.0), "reward": torch.tensor(1.0)}
-    with pytest.raises(ValueError, match=r"unknown auxiliary losses \['inverse'\].*allowed names: \['forward', 'reward'\]"):
+    unknown = r"unknown auxiliary losses \['inverse'\].*allowed names: \['forward', 'reward'\]"
+    with pytest.raises(ValueError, match=unknown):
         FixedWeights({"forward": 1.0, "reward": 1.0, "inverse": 2.0}).combine(torch.tensor(0.0), losses, [])
     with pytest.raises(ValueError, match="no entry for auxiliary loss 'reward'"):
         FixedWeights({"forward": 1.0}).combine(torch.tensor(0.0), losses, [])

@@ -33,7 +33,7 @@ tensor hooks registered on leaves fire once per loss during the per-loss calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -189,11 +189,13 @@ class LossGradients:
                 data-dependent gates stay on the device: no host sync); ``None``: ``coefficients``.
         """
         coefficients = [float(c) for c in coefficients]
-        value = sum(c * loss for c, loss in zip(coefficients, self.losses))
         plain = torch.tensor(coefficients, dtype=self.shared.dtype, device=self.shared.device)
         shared_coefficients = plain if shared_coefficients is None else shared_coefficients.to(plain)
         if self.method == "per_loss":
-            return self._replay(value.detach(), shared_coefficients, coefficients)
+            with torch.no_grad():
+                value = sum(c * loss for c, loss in zip(coefficients, self.losses))
+            return self._replay(value, shared_coefficients, coefficients)
+        value = sum(c * loss for c, loss in zip(coefficients, self.losses))
         if shared_coefficients is plain:
             return value
         # an ordinary backward of `value`, corrected on the shared parameters by detached inner products
@@ -215,14 +217,18 @@ class LossGradients:
         # other leaves: usually reached by one loss each (a head); a leaf reached by several is summed
         position: dict[int, int] = {}
         for coefficient, pairs in zip(coefficients, self._other):
-            for leaf, grad in pairs:
-                weighted = grad if coefficient == 1.0 else grad * coefficient
+            if not pairs:
+                continue
+            weighted = [g for _, g in pairs]
+            if coefficient != 1.0:  # one fused op per loss, not one per tensor
+                weighted = torch._foreach_mul(weighted, coefficient)
+            for (leaf, _), grad in zip(pairs, weighted):
                 if id(leaf) in position:
-                    grads[position[id(leaf)]] = grads[position[id(leaf)]] + weighted
+                    grads[position[id(leaf)]] = grads[position[id(leaf)]] + grad
                 else:
                     position[id(leaf)] = len(leaves)
                     leaves.append(leaf)
-                    grads.append(weighted)
+                    grads.append(grad)
         return _ReplayGradients.apply(value, grads, *leaves)
 
 

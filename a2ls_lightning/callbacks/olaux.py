@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from a2ls_lightning.callbacks.gradients import (
     GRADIENT_METHODS,
@@ -104,6 +103,8 @@ class OLAux(AuxWeighting):
         if self.log_balance:
             aux_losses = log_balanced(aux_losses, names, self.log_eps, "OLAux", check=not self._log_checked)
             self._log_checked = True
+        if not torch.is_grad_enabled():  # e.g. a validation pass: nothing to learn from, nothing to count
+            return main_loss + sum(self._weights[n] * loss for n, loss in zip(names, aux_losses))
         grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
         shared = all_reduce_mean(grads.shared)  # [K+1, P], identical on every rank
         dots = dot_with_main(shared)  # [K]
@@ -111,8 +112,12 @@ class OLAux(AuxWeighting):
         if self._accumulator.device != dots.device or self._accumulator.dtype != dots.dtype:
             self._accumulator = self._accumulator.to(dots)
             self._finite_steps = self._finite_steps.to(dots.device)
-        index = torch.tensor([list(self._weights).index(n) for n in names], device=dots.device)
-        self._accumulator.index_add_(0, index, torch.where(finite, dots, torch.zeros_like(dots)))
+        dots = torch.where(finite, dots, torch.zeros_like(dots))
+        if names == list(self._weights):
+            self._accumulator += dots
+        else:  # a step with only some of the known losses
+            order = list(self._weights)
+            self._accumulator.index_add_(0, torch.tensor([order.index(n) for n in names], device=dots.device), dots)
         self._finite_steps += finite
         self._pending = True
         return grads.combine([1.0, *(self._weights[n] for n in names)])

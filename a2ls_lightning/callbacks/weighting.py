@@ -52,7 +52,9 @@ class AuxWeighting(pl.Callback):
         """Current weight per auxiliary-loss name (empty before the first ``combine``)."""
         return dict(self._weights)
 
-    def combine(self, main_loss: Tensor, aux_losses: Mapping[str, Tensor], shared_parameters: Iterable[Tensor]) -> Tensor:
+    def combine(
+        self, main_loss: Tensor, aux_losses: Mapping[str, Tensor], shared_parameters: Iterable[Tensor]
+    ) -> Tensor:
         """The loss to backpropagate.
 
         Args:
@@ -237,6 +239,8 @@ class CosineGating(AuxWeighting):
         return {name: float(self._gates[name]) if name in self._gates else w for name, w in self._weights.items()}
 
     def _combine(self, main_loss, aux_losses, names, shared_parameters):
+        if not torch.is_grad_enabled():  # e.g. a validation pass: no gradients to gate
+            return main_loss + sum(aux_losses)
         grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
         gates = cosine_gates(all_reduce_mean(grads.shared), self.weighted)
         self._gates = dict(zip(names, gates.detach().unbind()))

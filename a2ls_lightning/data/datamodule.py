@@ -27,14 +27,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from a2ls_lightning.data.collector import EpisodeCollector, Policy
 from a2ls_lightning.data.envs import default_action_repeat, make_env, parse_task
 from a2ls_lightning.data.replay import SequenceReplay
+from a2ls_lightning.validation import check
 
 #: Offset between the training and the evaluation environment's seed (per rank: ``seed + rank``).
 EVAL_SEED_OFFSET = 1_000_003
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 class _UpdateStream(IterableDataset):
@@ -96,21 +92,21 @@ class ReplayDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         parse_task(task)
-        _check(action_repeat is None or action_repeat >= 1, f"action_repeat={action_repeat} must be >= 1 or null")
-        _check(frame_stack >= 1, f"frame_stack={frame_stack} must be >= 1")
-        _check(image_size >= 16, f"image_size={image_size} must be >= 16")
-        _check(capacity >= 2, f"capacity={capacity} must be >= 2")
-        _check(batch_size >= 1, f"batch_size={batch_size} must be >= 1")
-        _check(
+        check(action_repeat is None or action_repeat >= 1, f"action_repeat={action_repeat} must be >= 1 or null")
+        check(frame_stack >= 1, f"frame_stack={frame_stack} must be >= 1")
+        check(image_size >= 16, f"image_size={image_size} must be >= 16")
+        check(capacity >= 2, f"capacity={capacity} must be >= 2")
+        check(batch_size >= 1, f"batch_size={batch_size} must be >= 1")
+        check(
             batch_size <= capacity, f"batch_size={batch_size} must be <= capacity={capacity} (slices sampled per update)"
         )
-        _check(slice_length is None or slice_length >= 2, f"slice_length={slice_length} must be >= 2 or null")
-        _check(warmup_steps >= 0, f"warmup_steps={warmup_steps} must be >= 0")
-        _check(env_steps_per_update >= 1, f"env_steps_per_update={env_steps_per_update} must be >= 1")
-        _check(eval_interval >= 1, f"eval_interval={eval_interval} must be >= 1 (env steps)")
-        _check(eval_episodes >= 0, f"eval_episodes={eval_episodes} must be >= 0")
-        _check(buffer_device in ("cpu", "auto"), f"buffer_device={buffer_device!r}; allowed: cpu, auto")
-        _check(keep_replay_snapshots >= 1, f"keep_replay_snapshots={keep_replay_snapshots} must be >= 1")
+        check(slice_length is None or slice_length >= 2, f"slice_length={slice_length} must be >= 2 or null")
+        check(warmup_steps >= 0, f"warmup_steps={warmup_steps} must be >= 0")
+        check(env_steps_per_update >= 1, f"env_steps_per_update={env_steps_per_update} must be >= 1")
+        check(eval_interval >= 1, f"eval_interval={eval_interval} must be >= 1 (env steps)")
+        check(eval_episodes >= 0, f"eval_episodes={eval_episodes} must be >= 0")
+        check(buffer_device in ("cpu", "auto"), f"buffer_device={buffer_device!r}; allowed: cpu, auto")
+        check(keep_replay_snapshots >= 1, f"keep_replay_snapshots={keep_replay_snapshots} must be >= 1")
         self.save_hyperparameters()
         self.task = task
         self.from_pixels = from_pixels

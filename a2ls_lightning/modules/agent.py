@@ -18,11 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from a2ls_lightning.callbacks.weighting import default_weighting
 from a2ls_lightning.modules.encoders import ENCODERS
 from a2ls_lightning.modules.learner import SACLearner
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+from a2ls_lightning.validation import check
 
 
 class SACModule(pl.LightningModule):
@@ -82,22 +78,22 @@ class SACModule(pl.LightningModule):
         aux_losses: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
+        check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
         for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("alpha_lr", alpha_lr)):
-            _check(value > 0, f"{name}={value} must be > 0")
-        _check(encoder_lr is None or encoder_lr > 0, f"encoder_lr={encoder_lr} must be > 0 or null")
+            check(value > 0, f"{name}={value} must be > 0")
+        check(encoder_lr is None or encoder_lr > 0, f"encoder_lr={encoder_lr} must be > 0 or null")
         for name, value in (("feature_dim", feature_dim), ("hidden_dim", hidden_dim), ("num_filters", num_filters),
                             ("encoder_hidden_dim", encoder_hidden_dim), ("crop_size", crop_size),
                             ("actor_update_freq", actor_update_freq), ("target_update_freq", target_update_freq)):
-            _check(value >= 1, f"{name}={value} must be >= 1")
-        _check(encoder_layers is None or encoder_layers >= 1, f"encoder_layers={encoder_layers} must be >= 1 or null")
-        _check(init_temperature > 0, f"init_temperature={init_temperature} must be > 0")
-        _check(0 < discount <= 1, f"discount={discount} must be in (0, 1]")
+            check(value >= 1, f"{name}={value} must be >= 1")
+        check(encoder_layers is None or encoder_layers >= 1, f"encoder_layers={encoder_layers} must be >= 1 or null")
+        check(init_temperature > 0, f"init_temperature={init_temperature} must be > 0")
+        check(0 < discount <= 1, f"discount={discount} must be in (0, 1]")
         for name, value in (("critic_tau", critic_tau), ("encoder_tau", encoder_tau)):
-            _check(0 < value <= 1, f"{name}={value} must be in (0, 1]")
+            check(0 < value <= 1, f"{name}={value} must be in (0, 1]")
         for name, value in (("actor_beta1", actor_beta1), ("alpha_beta1", alpha_beta1)):
-            _check(0 <= value < 1, f"{name}={value} must be in [0, 1)")
-        _check(log_std_min < log_std_max, f"log_std_min={log_std_min} must be < log_std_max={log_std_max}")
+            check(0 <= value < 1, f"{name}={value} must be in [0, 1)")
+        check(log_std_min < log_std_max, f"log_std_min={log_std_min} must be < log_std_max={log_std_max}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.aux_specs = _coerce_aux_losses(aux_losses)
@@ -118,7 +114,7 @@ class SACModule(pl.LightningModule):
             return
         hp = self.hparams
         if len(obs_shape) == 3:
-            _check(hp.crop_size <= min(obs_shape[1:]),
+            check(hp.crop_size <= min(obs_shape[1:]),
                    f"crop_size={hp.crop_size} must be <= the image size {obs_shape[1]}")
         layers = hp.encoder_layers or (4 if hp.encoder == "pixel" else 1)
         feature_dim = obs_shape[0] if hp.encoder == "identity" else hp.feature_dim
