@@ -5,10 +5,11 @@ LayerNorm) shared by a twin-Q main head (2x256 MLPs on [features, action 6]) and
 (Linear(50, 100) → BatchNorm1d → ReLU → Linear(100, 50)), batch 256, one Adam over everything. One update
 = forward, ``combine`` (the real callback code), backward, Adam step, ``after_update``.
 
-    python scripts/benchmark_olaux_cost.py [--rounds 5] [--updates 50] [--threads 2]
+    python scripts/benchmark_olaux_cost.py [--rounds 5] [--updates 50] [--threads 2] [--clock wall]
 
 Prints milliseconds per update (median over rounds, the rules interleaved within each round so that
-machine noise hits them alike) and the ratio to FixedWeights.
+machine noise hits them alike) and the ratio to FixedWeights. On a machine shared with other jobs,
+``--threads 1 --clock cpu`` (this process's CPU time) is the steadier measure.
 """
 
 from __future__ import annotations
@@ -85,21 +86,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (the median is reported)")
     parser.add_argument("--updates", type=int, default=50, help="updates per rule and round")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall-clock time, or this process's CPU time (steadier on a busy machine)")
+    parser.add_argument("--rules", default=",".join(RULES), help=f"comma-separated subset of: {', '.join(RULES)}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    updates = {name: make_update(factory()) for name, factory in RULES.items()}
+    chosen = ["FixedWeights", *(name for name in args.rules.split(",") if name != "FixedWeights")]
+    unknown = sorted(set(chosen) - set(RULES))
+    if unknown:
+        parser.error(f"--rules: unknown {unknown}; allowed: {', '.join(RULES)}")
+    updates = {name: make_update(RULES[name]()) for name in chosen}
     for update in updates.values():  # warm-up
         for _ in range(20):
             update()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     times: dict[str, list[float]] = {name: [] for name in updates}
     for _ in range(args.rounds):
         for name, update in updates.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(args.updates):
                 update()
-            times[name].append((time.perf_counter() - start) / args.updates * 1e3)
+            times[name].append((clock() - start) / args.updates * 1e3)
     base = statistics.median(times["FixedWeights"])
-    print(f"{AUX_LOSSES} auxiliary losses, batch {BATCH}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{AUX_LOSSES} auxiliary losses, batch {BATCH}, {torch.get_num_threads()} threads, {args.clock} clock, "
+          f"torch {torch.__version__}")
     print(f"{'rule':<26}{'ms/update':>10}{'x fixed':>9}")
     for name, values in times.items():
         median = statistics.median(values)

@@ -49,20 +49,33 @@ def test_fit_smoke_run_trains_and_logs(tmp_path):
     assert list((tmp_path).rglob("replay/step*-rank0.pt")), "the rank's replay side file is missing"
 
 
-def test_help_documents_every_argument(tmp_path):
-    out = a2ls("fit", "--help", cwd=tmp_path)
-    assert out.returncode == 0
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    """``a2ls`` in this process (the console script's own ``main``): exit code, stdout, stderr."""
+    from a2ls_lightning.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_documents_every_argument(capsys):
+    code, stdout, _ = run_main(["fit", "--help"], capsys)
+    assert code == 0
     for arg in ("--model.encoder", "--model.hidden_dim", "--model.aux_losses", "--model.critic_tau",
                 "--data.task", "--data.action_repeat", "--data.frame_stack", "--data.slice_length",
                 "--data.warmup_steps", "--data.env_steps_per_update", "--data.eval_interval", "--seed_everything"):
-        assert arg in out.stdout, arg
-    assert "random-crop side for pixel observations" in out.stdout  # docstring lines become the help
+        assert arg in stdout, arg
+    assert "random-crop side for pixel observations" in stdout  # docstring lines become the help
 
 
-def test_print_config_shows_the_quickstart_defaults(tmp_path):
-    out = a2ls("fit", "--print_config", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "task: cheetah-run" in out.stdout and "hidden_dim: 256" in out.stdout and "max_steps: 24000" in out.stdout
+def test_print_config_shows_the_quickstart_defaults(capsys):
+    code, stdout, _ = run_main(["fit", "--print_config"], capsys)
+    assert code == 0
+    assert "task: cheetah-run" in stdout and "hidden_dim: 256" in stdout and "max_steps: 24000" in stdout
 
 
 @pytest.mark.parametrize(
@@ -77,20 +90,28 @@ def test_print_config_shows_the_quickstart_defaults(tmp_path):
         (["--model.aux_losses={fwd: h=0 s0 -> s1 mse}"], "aux_losses.fwd"),
     ],
 )
-def test_bad_input_is_one_line_before_training(tmp_path, args, field):
-    out = a2ls("fit", *args, "--trainer.max_steps=5", f"--trainer.default_root_dir={tmp_path}", cwd=tmp_path)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    errors = [line for line in out.stderr.splitlines() if line.startswith("a2ls: error:")]
-    assert len(errors) == 1 and field in errors[0], out.stderr[-2000:]
+def test_bad_input_is_one_line_before_training(tmp_path, capsys, args, field):
+    code, _, stderr = run_main(["fit", *args, "--trainer.max_steps=5", f"--trainer.default_root_dir={tmp_path}",
+                                "--trainer.enable_progress_bar=false"], capsys)
+    assert code == 2
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("a2ls: error:")]
+    assert len(errors) == 1 and field in errors[0], stderr[-2000:]
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_losses_command_prints_the_presets(tmp_path):
-    out = a2ls("losses", cwd=tmp_path)
-    assert out.returncode == 0
+def test_bad_input_from_the_console_script_has_no_traceback(tmp_path):
+    out = a2ls("fit", "--data.frame_stack=0", f"--trainer.default_root_dir={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "a2ls: error: frame_stack=0 must be >= 1"
+
+
+def test_losses_command_prints_the_presets(capsys):
+    code, stdout, _ = run_main(["losses"], capsys)
+    assert code == 0
     for name in ("a2_winner", "a2_winner_v", "curl", "forward_dynamics", "inverse_dynamics"):
-        assert name in out.stdout
+        assert name in stdout
+    assert "s0,s2,s8,a0-a5,a7,a8,r3,r4,r8 -> s1,s3,s6,s9,a4" in stdout
 
 
 def test_ddp_two_cpu_ranks_differ_in_data_and_agree_in_weights(tmp_path):

@@ -33,6 +33,7 @@ tensor hooks registered on leaves fire once per loss during the per-loss calls.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Literal
 
@@ -63,9 +64,11 @@ def graph_leaves(loss: Tensor) -> list[Tensor]:
     return leaves
 
 
-def _full_precision(device: torch.device):
+def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     # combine runs inside training_step, i.e. under autocast: a matmul there would run in bf16/fp16
-    return torch.autocast(device.type, enabled=False)
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def dot_with_main(shared: Tensor) -> Tensor:
@@ -134,11 +137,13 @@ class LossGradients:
         grads = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, **kwargs)
         return list(grads) if self._scale is None else [None if g is None else g / scale for g in grads]
 
-    def _flat_shared(self, by_param: dict[int, Tensor]) -> Tensor:
-        """``[P]`` float32 from ``{id(param): grad}``, zeros for parameters the loss does not reach."""
-        parts = [by_param[id(p)].reshape(-1).float() if id(p) in by_param else p.new_zeros(p.numel(), dtype=torch.float)
-                 for p in self.shared_parameters]
-        return torch.cat(parts) if parts else torch.zeros(0)
+    def _flat_shared(self, rows: list[dict[int, Tensor]]) -> Tensor:
+        """``[K+1, P]`` float32 from one ``{id(param): grad}`` per loss, zeros where a loss does not reach."""
+        parts = [row[id(p)].reshape(-1) if id(p) in row else p.new_zeros(p.numel())
+                 for row in rows for p in self.shared_parameters]
+        if not parts:
+            return torch.zeros(len(rows), 0)
+        return torch.cat(parts).view(len(rows), -1).float()  # one cat: this runs every update
 
     def _per_loss(self) -> Tensor:
         shared_ids = {id(p) for p in self.shared_parameters}
@@ -146,11 +151,10 @@ class LossGradients:
         for loss in self.losses:
             leaves = graph_leaves(loss)
             grads = self._grad(loss, leaves) if leaves else []
-            by_param = {id(p): g for p, g in zip(leaves, grads) if id(p) in shared_ids}
-            self._reached.update(by_param)
-            rows.append(self._flat_shared(by_param))
+            rows.append({id(p): g for p, g in zip(leaves, grads) if id(p) in shared_ids})
+            self._reached.update(rows[-1])
             self._other.append([(p, g) for p, g in zip(leaves, grads) if id(p) not in shared_ids])
-        return torch.stack(rows)
+        return self._flat_shared(rows)
 
     def _batched(self) -> Tensor:
         count, params = len(self.losses), self.shared_parameters
@@ -161,21 +165,22 @@ class LossGradients:
             eye = torch.eye(count, dtype=stacked.dtype, device=stacked.device)
             grads = self._grad(stacked, params, eye, is_grads_batched=True, allow_unused=True)
         except RuntimeError:  # an op without a vmap batching rule: the exact per-loss loop instead
-            return torch.stack([self._loop_row(loss) for loss in self.losses])
+            return self._flat_shared([self._loop_row(loss) for loss in self.losses])
         return torch.cat([(g if g is not None else p.new_zeros(count, *p.shape)).reshape(count, -1).float()
                           for g, p in zip(grads, params)], dim=1)
 
-    def _loop_row(self, loss: Tensor) -> Tensor:
+    def _loop_row(self, loss: Tensor) -> dict[int, Tensor]:
         if not loss.requires_grad:
-            return self._flat_shared({})
+            return {}
         grads = self._grad(loss, self.shared_parameters, allow_unused=True)
-        return self._flat_shared({id(p): g for p, g in zip(self.shared_parameters, grads) if g is not None})
+        return {id(p): g for p, g in zip(self.shared_parameters, grads) if g is not None}
 
     # --- the combined loss ----------------------------------------------------------------------
     def _split_shared(self, flat: Tensor) -> list[Tensor]:
         """``[P]`` → one tensor per shared parameter, in its shape and dtype."""
         sizes = [p.numel() for p in self.shared_parameters]
-        return [g.view_as(p).to(p.dtype) for g, p in zip(flat.split(sizes), self.shared_parameters)]
+        return [g.view_as(p) if g.dtype == p.dtype else g.view_as(p).to(p.dtype)
+                for g, p in zip(flat.split(sizes), self.shared_parameters)]
 
     def combine(self, coefficients: Sequence[float], shared_coefficients: Tensor | None = None) -> Tensor:
         """A scalar whose value is ``Σ_k coefficients[k]·loss_k`` and whose backward gives
@@ -192,8 +197,9 @@ class LossGradients:
         plain = torch.tensor(coefficients, dtype=self.shared.dtype, device=self.shared.device)
         shared_coefficients = plain if shared_coefficients is None else shared_coefficients.to(plain)
         if self.method == "per_loss":
-            with torch.no_grad():
-                value = sum(c * loss for c, loss in zip(coefficients, self.losses))
+            with torch.no_grad(), _full_precision(plain.device):
+                values = torch.stack([loss.reshape(()) for loss in self.losses])
+                value = values @ plain.to(values.dtype)
             return self._replay(value, shared_coefficients, coefficients)
         value = sum(c * loss for c, loss in zip(coefficients, self.losses))
         if shared_coefficients is plain:

@@ -20,7 +20,8 @@ Choices, after the authors' re-implementation (shared/REFERENCES.md §2):
   (the authors averaged across workers before the dot products): the weights are identical on every rank.
 - Mixed precision: gradients are computed from the scaled loss under 16-mixed and unscaled before the dot
   products (see gradients.py); bf16 needs no scaling. An update whose dot products are not finite (e.g. an
-  fp16 overflow step, which the scaler also skips) adds nothing to the window (counted in ``skipped_steps``).
+  fp16 overflow step, which the scaler also skips) is left out of its window's sum (counted in
+  ``skipped_steps``); a window with no finite update leaves the weights unchanged.
 
 Cost (``python scripts/benchmark_olaux_cost.py``, five auxiliary losses, see its table): one OL-AUX update
 costs about 1.2-1.3x a fixed-weight update with ``gradient_method="per_loss"``, about 3x with ``"batched"``.
@@ -88,15 +89,16 @@ class OLAux(AuxWeighting):
                              f"allowed: {', '.join(GRADIENT_METHODS)}")
         self.n_steps, self.lr, self.log_balance, self.log_eps = n_steps, lr, bool(log_balance), log_eps
         self.init_weight, self.min_weight, self.gradient_method = init_weight, min_weight, gradient_method
-        self._accumulator = torch.zeros(0)  # [K] Σ⟨∇L_main, ∇A_i⟩ over the finite steps of the window
-        self._finite_steps = torch.zeros((), dtype=torch.long)  # finite steps in the window (a tensor: no sync)
+        # [n_steps, K] ⟨∇L_main, ∇A_i⟩ of each update of the current window; filtered and summed at its end, so
+        # that the per-update path is one matmul and one add (no host sync, no finiteness test)
+        self._window = torch.zeros(n_steps, 0)
         self._steps_in_window = 0
         self._pending = False  # combine ran since the last after_update
-        self.skipped_steps = 0  # steps dropped for non-finite gradients, over the run
+        self.skipped_steps = 0  # updates left out for non-finite gradients, over the run
         self._log_checked = False
 
     def _initial_weight(self, name: str) -> float:
-        self._accumulator = torch.cat([self._accumulator, self._accumulator.new_zeros(1)])
+        self._window = torch.cat([self._window, self._window.new_zeros(self.n_steps, 1)], dim=1)
         return self.init_weight
 
     def _combine(self, main_loss, aux_losses, names, shared_parameters):
@@ -106,19 +108,15 @@ class OLAux(AuxWeighting):
         if not torch.is_grad_enabled():  # e.g. a validation pass: nothing to learn from, nothing to count
             return main_loss + sum(self._weights[n] * loss for n, loss in zip(names, aux_losses))
         grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
-        shared = all_reduce_mean(grads.shared)  # [K+1, P], identical on every rank
-        dots = dot_with_main(shared)  # [K]
-        finite = torch.isfinite(dots).all()
-        if self._accumulator.device != dots.device or self._accumulator.dtype != dots.dtype:
-            self._accumulator = self._accumulator.to(dots)
-            self._finite_steps = self._finite_steps.to(dots.device)
-        dots = torch.where(finite, dots, torch.zeros_like(dots))
+        dots = dot_with_main(all_reduce_mean(grads.shared))  # [K], from gradients identical on every rank
+        if self._window.device != dots.device:
+            self._window = self._window.to(dots.device)
+        row = self._window[self._steps_in_window]
         if names == list(self._weights):
-            self._accumulator += dots
-        else:  # a step with only some of the known losses
+            row += dots
+        else:  # an update with only some of the known losses
             order = list(self._weights)
-            self._accumulator.index_add_(0, torch.tensor([order.index(n) for n in names], device=dots.device), dots)
-        self._finite_steps += finite
+            row.index_add_(0, torch.tensor([order.index(n) for n in names], device=dots.device), dots)
         self._pending = True
         return grads.combine([1.0, *(self._weights[n] for n in names)])
 
@@ -130,12 +128,13 @@ class OLAux(AuxWeighting):
         self._steps_in_window += 1
         if self._steps_in_window < self.n_steps:
             return
-        sums = self._accumulator.tolist()
-        self.skipped_steps += self._steps_in_window - int(self._finite_steps)
+        finite = torch.isfinite(self._window).all(dim=1, keepdim=True)  # [n_steps, 1]: updates to keep
+        sums = torch.where(finite, self._window, 0.0).sum(dim=0)
+        *sums, kept = torch.cat([sums, finite.sum().to(sums.dtype).reshape(1)]).tolist()
+        self.skipped_steps += self.n_steps - int(kept)
         for name, total in zip(self._weights, sums):
             self._weights[name] = max(self.min_weight, self._weights[name] + self.lr * total)
-        self._accumulator.zero_()
-        self._finite_steps.zero_()
+        self._window.zero_()
         self._steps_in_window = 0
 
     def metrics(self) -> dict[str, float]:
@@ -144,8 +143,7 @@ class OLAux(AuxWeighting):
     def state_dict(self) -> dict[str, Any]:
         return {
             "weights": dict(self._weights),
-            "accumulator": self._accumulator.detach().cpu().clone(),
-            "finite_steps": int(self._finite_steps),
+            "window": self._window.detach().cpu().clone(),
             "steps_in_window": self._steps_in_window,
             "pending": self._pending,
             "skipped_steps": self.skipped_steps,
@@ -154,10 +152,8 @@ class OLAux(AuxWeighting):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._weights = dict(state_dict["weights"])
-        self._accumulator = state_dict["accumulator"].detach().clone()
-        self._finite_steps = torch.tensor(state_dict["finite_steps"])
+        self._window = state_dict["window"].detach().clone()
         self._steps_in_window = int(state_dict["steps_in_window"])
         self._pending = bool(state_dict["pending"])
         self.skipped_steps = int(state_dict["skipped_steps"])
         self._log_checked = bool(state_dict["log_checked"])
-

@@ -1,0 +1,116 @@
+"""``a2ls search``: run (or resume, or join) a search, and ``a2ls search report``.
+
+    a2ls search --config configs/search_smoke.yaml [--workers 2] [--storage URL] [--study NAME] [--run-dir DIR]
+    a2ls search report --storage URL --study NAME [--out DIR] [--top 10]
+    a2ls search report --config configs/search_smoke.yaml            # storage and study from the config
+
+Everything is checked before the first candidate trains: bad settings raise a one-line ``ValueError`` naming the
+field (the ``a2ls`` command prints it as ``a2ls: error: ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="a2ls search", description="Evolutionary search of auxiliary losses "
+                                     "(A2LS). Run the same command again to resume; run it on several machines with "
+                                     "one --storage database URL to share the work.")
+    parser.add_argument("--config", required=True, help="search config: an `a2ls fit` config plus a `search:` section")
+    parser.add_argument("--workers", type=int, help="worker processes on this machine (overrides search.workers)")
+    parser.add_argument("--storage", help="database URL shared by all workers (overrides search.storage)")
+    parser.add_argument("--study", help="study name (overrides search.study_name)")
+    parser.add_argument("--run-dir", help="folder of the embedded database, logs and report (search.run_dir)")
+    return parser
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="a2ls search report", description="Top candidates, fitness per stage "
+                                     "(PNG) and pattern analysis of a search, as markdown.")
+    parser.add_argument("--config", help="the search config (gives storage and study when they are not given)")
+    parser.add_argument("--storage", help="database URL of the search")
+    parser.add_argument("--study", help="study name")
+    parser.add_argument("--out", help="folder for report.md and stages.png (default: <run_dir>/report)")
+    parser.add_argument("--top", type=int, default=10, help="candidates in the top table")
+    return parser
+
+
+def _load(config: str, **overrides: object):  # noqa: ANN202 - (base config, settings)
+    from a2ls_lightning.search.settings import load_search_config
+
+    base, settings = load_search_config(config)
+    return base, settings.replace(**overrides)
+
+
+def _report(argv: list[str]) -> None:
+    from a2ls_lightning.search.report import write_report
+    from a2ls_lightning.search.settings import SearchSettings
+
+    args = _report_parser().parse_args(argv)
+    settings = _load(args.config)[1] if args.config else SearchSettings()
+    settings = settings.replace(storage=args.storage, study_name=args.study)
+    if args.storage is None and args.config is None:
+        raise ValueError("storage: give --storage URL (or --config of the search)")
+    out = args.out or str(Path(settings.run_dir) / "report")
+    print(write_report(settings.storage_url, settings.study_name, out, top=args.top))
+    print(f"report written to {out}/report.md and {out}/stages.png")
+
+
+def _search(argv: list[str]) -> None:
+    from a2ls_lightning.search.report import write_report
+    from a2ls_lightning.search.runner import run_search
+    from a2ls_lightning.search.storage import describe_url, open_study
+    from a2ls_lightning.search.training import budget_for, identity_config, quiet
+
+    args = _run_parser().parse_args(argv)
+    quiet()
+    base, settings = _load(args.config, workers=args.workers, storage=args.storage, study_name=args.study,
+                           run_dir=args.run_dir)
+    budget = budget_for(base, settings.budget_env_steps)
+    study = open_study(settings, identity_config(base))
+    done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+    print(f"a2ls search: study {settings.study_name!r} in {describe_url(settings.storage_url)}; "
+          f"{settings.stages} stages x {settings.population} candidates, {settings.seeds_per_candidate} seed(s) of "
+          f"{budget.env_steps} env steps ({budget.max_steps} updates) each; {settings.workers} worker(s) here; "
+          f"{done} finished trials already", flush=True)
+    codes = run_search(base, settings, budget)
+    out = Path(settings.run_dir) / "report"
+    write_report(settings.storage_url, settings.study_name, out)
+    print(f"a2ls search: report in {out}/report.md (a2ls search report --storage '{settings.storage_url}' "
+          f"--study {settings.study_name})")
+    if any(codes):
+        raise SystemExit(1)
+
+
+def main(argv: list[str]) -> None:
+    """``a2ls search ...`` (``argv`` is everything after ``search``).
+
+    Raises:
+        ValueError: a bad setting, unreachable storage or conflicting study, in one line, before any training.
+    """
+    argv = list(argv)
+    if argv[:1] == ["report"]:
+        _report(argv[1:])
+    else:
+        _search(argv)
+
+
+def _console() -> None:
+    """``python -m a2ls_lightning.search.cli``: like ``a2ls search``, with the same one-line errors."""
+    try:
+        main(sys.argv[1:])
+    except ValueError as err:
+        if os.environ.get("A2LS_DEBUG"):
+            raise
+        print(f"a2ls: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    _console()

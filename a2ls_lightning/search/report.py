@@ -1,0 +1,147 @@
+"""The report of a search, read back from its study: top candidates, fitness per stage (PNG), pattern analysis.
+
+``write_report`` writes ``report.md`` and ``stages.png`` into a folder and returns the markdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from a2ls_lightning.modules.aux_spec import AuxLossSpec
+from a2ls_lightning.search.ledger import (ATTR_ERROR, ATTR_ORIGIN, ATTR_SEED_FITNESS, ATTR_SPEC, STUDY_ATTR_SETTINGS,
+                                          Ledger)
+from a2ls_lightning.search.patterns import pattern_table, patterns_markdown
+from a2ls_lightning.search.storage import describe_url, open_storage
+
+__all__ = ["Scored", "load_results", "stage_figure", "top_markdown", "write_report"]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One trained candidate: its loss, stage, slot, trial number, fitness (mean, std over seeds), origin."""
+
+    spec: AuxLossSpec
+    stage: int
+    slot: int
+    trial: int
+    fitness: float
+    fitness_std: float
+    seeds: int
+    origin: str
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything the report needs: scored candidates and counts per state."""
+
+    study_name: str
+    population: int
+    stages: int
+    scored: list[Scored]
+    pruned: int
+    failed: int
+    stages_done: int
+    base_config: dict
+
+
+def load_results(storage: str, study_name: str) -> Results:
+    """Read a search's results from ``storage`` (a database URL).
+
+    Raises:
+        ValueError: the storage cannot be opened or holds no such study (one line).
+    """
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        raise ValueError(f"study: no study {study_name!r} in {describe_url(storage)}") from None
+    stored = study.user_attrs.get(STUDY_ATTR_SETTINGS, {})
+    settings = stored.get("search", {})
+    trials = study.get_trials(deepcopy=False)
+    if not settings:
+        raise ValueError(f"study: {study_name!r} is not an a2ls search (no {STUDY_ATTR_SETTINGS} attribute)")
+    ledger = Ledger(trials, settings["population"], settings["stages"])
+    scored, pruned, failed = [], 0, 0
+    for (stage, slot), trial in sorted(ledger.holders.items()):
+        if trial.state == TrialState.PRUNED:
+            pruned += 1
+        elif trial.state == TrialState.FAIL and ATTR_ERROR in trial.user_attrs:
+            failed += 1
+        if trial.state != TrialState.COMPLETE:
+            continue
+        seeds = trial.user_attrs.get(ATTR_SEED_FITNESS) or [trial.value]
+        scored.append(Scored(AuxLossSpec.parse(trial.user_attrs[ATTR_SPEC]), stage, slot, trial.number,
+                             float(trial.value), float(np.std(seeds)), len(seeds), trial.user_attrs.get(ATTR_ORIGIN, "")))
+    done = sum(ledger.stage_done(s) for s in range(ledger.stages))
+    return Results(study_name, ledger.population, ledger.stages, scored, pruned, failed, done,
+                   stored.get("base", {}))
+
+
+def top_markdown(scored: list[Scored], top: int = 10) -> str:
+    """The ``top`` best candidates as a markdown table."""
+    lines = ["| rank | loss (text form) | fitness (mean ± std over seeds) | horizon | operator | stage | origin |",
+             "|---|---|---|---|---|---|---|"]
+    for rank, s in enumerate(sorted(scored, key=lambda s: -s.fitness)[:top], 1):
+        operator = s.spec.operator + (" +neg" if s.spec.negatives else "")
+        lines.append(f"| {rank} | `{s.spec}` | {s.fitness:.1f} ± {s.fitness_std:.1f} (n={s.seeds}) | "
+                     f"{s.spec.horizon} | {operator} | {s.stage} | {s.origin} |")
+    return "\n".join(lines)
+
+
+def stage_figure(results: Results, path: Path) -> None:
+    """Fitness of every candidate per stage (dots, box per stage) and the best so far (line), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rng = np.random.default_rng(0)
+    stages = sorted({s.stage for s in results.scored})
+    per_stage = [[s.fitness for s in results.scored if s.stage == st] for st in stages]
+    if stages:
+        ax.boxplot(per_stage, positions=stages, widths=0.5, showfliers=False)
+        for st, values in zip(stages, per_stage):
+            ax.scatter(st + rng.uniform(-0.15, 0.15, len(values)), values, s=14, alpha=0.6, color="tab:blue")
+        best = np.maximum.accumulate([max(v) for v in per_stage])
+        ax.plot(stages, best, color="tab:red", marker="o", label="best so far")
+        ax.legend(loc="lower right")
+        ax.set_xticks(stages)
+    ax.set_xlabel("stage")
+    ax.set_ylabel("fitness (mean eval return over the curve)")
+    ax.set_title(f"{results.study_name}: fitness per stage ({results.population} candidates per stage)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(storage: str, study_name: str, out_dir: str | Path, top: int = 10) -> str:
+    """Write ``report.md``, ``stages.png`` and ``base.yaml`` (the base training config, to train the winner
+    with ``a2ls fit``) into ``out_dir``; return the markdown."""
+    import yaml
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(storage, study_name)
+    stage_figure(results, out / "stages.png")
+    lines = [f"# Auxiliary-loss search `{study_name}`", "",
+             f"{len(results.scored)} candidates scored, {results.pruned} pruned, {results.failed} failed; "
+             f"{results.stages_done} of {results.stages} stages done ({results.population} candidates per stage).",
+             "", "## Top candidates", "", top_markdown(results.scored, top), "",
+             "## Fitness per stage", "", "![fitness per stage](stages.png)", "",
+             "## Patterns (the paper's Table 5)", "",
+             "Mean fitness of the scored candidates with and without each pattern; p: Welch's t-test.", "",
+             patterns_markdown(pattern_table([(s.spec, s.fitness) for s in results.scored]))]
+    if results.scored:
+        best = max(results.scored, key=lambda s: s.fitness)
+        (out / "base.yaml").write_text(yaml.safe_dump(results.base_config, sort_keys=False))
+        lines += ["", "## Training the winner", "",
+                  "The base training config of the search is `base.yaml` next to this report:", "", "```bash",
+                  f"a2ls fit --config {out / 'base.yaml'} --model.aux_losses='{{best: \"{best.spec}\"}}'", "```"]
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return text
