@@ -140,7 +140,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, help="env steps per candidate and comparison run (full: 30000)")
     parser.add_argument("--compare-seeds", type=int, help="fresh seeds per comparison variant (full: 3)")
     parser.add_argument("--workers", type=int, default=2, help="processes (one CPU thread each)")
-    parser.add_argument("--run-dir", default=None, help="study, logs, comparison runs (default runs/search_demo_<scale>)")
+    parser.add_argument("--run-dir", default=None,
+                        help="study, logs, comparison runs (default runs/search_demo_<scale>)")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where search_demo.md and its PNGs go")
     args = parser.parse_args()
     scale = SCALES[args.scale]
@@ -174,11 +175,12 @@ def main() -> None:
     report = report.replace("(stages.png)", "(search_demo_stages.png)")
     report = report.split("## Training the winner")[0].rstrip()
     report = report.replace("# Auxiliary-loss search", "## Search", 1).replace("\n## ", "\n### ")
+    shown = config_path.relative_to(ROOT) if config_path.is_relative_to(ROOT) else config_path
     text = (f"# Auxiliary-loss search demo (state cheetah-run, {args.scale} scale)\n\n"
             f"Made by `python scripts/search_demo.py --scale {args.scale}` on this project's 2-core CPU machine: "
             f"{args.population} candidates x {args.stages} stages, {args.budget} env steps per candidate, "
             f"{args.workers} workers; search {search_minutes:.0f} min, comparison {compare_minutes:.0f} min "
-            f"(0 when resumed from stored runs). Search config: `{config_path.relative_to(ROOT) if config_path.is_relative_to(ROOT) else config_path}`.\n\n"
+            f"(0 when resumed from stored runs). Search config: `{shown}`.\n\n"
             f"{report}\n\n## Best found vs A2-winner-v vs SAC\n\n"
             f"Same base config and budget; fresh seeds {', '.join(str(101 + k) for k in range(args.compare_seeds))} "
             f"(not the search's seed).\n\n{table}\n\n![comparison](search_demo_compare.png)\n")

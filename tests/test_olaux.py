@@ -1,6 +1,7 @@
 """OL-AUX: the update rule, per-loss gradients, non-finite steps, resume, mixed precision, DDP, the contract."""
 
 import csv
+import io
 import logging
 import math
 
@@ -10,7 +11,7 @@ import torch
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
-from a2ls_lightning.callbacks import FixedWeights, OLAux
+from a2ls_lightning.callbacks import CosineGating, FixedWeights, GradientBalancing, OLAux
 from a2ls_lightning.callbacks.gradients import LossGradients
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -208,8 +209,6 @@ def test_state_dict_round_trip_continues_exactly():
 
 
 def _save(obj):
-    import io
-
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     buffer.seek(0)
@@ -333,25 +332,67 @@ def test_fp16_overflow_steps_are_left_out_of_the_window():
     assert all(math.isfinite(w) for w in olaux.weights.values()) and olaux.weights != {"a": 1.0, "b": 1.0}
 
 
-def test_ddp_two_ranks_average_gradients_before_the_dot_products(tmp_path):
-    # one process on both ranks' data: what DDP must reproduce if it averages gradients first (without log
-    # balancing: log(mean of the union) is not the mean of the ranks' logs)
+def ddp_against_one_process(tmp_path, make_callback, steps):
+    """Train on 2 DDP ranks (each its own data) and in one process on both ranks' data: what DDP must
+    reproduce if gradients are averaged before the rule looks at them. Returns (rank 0, rank 1, single)."""
     single = TinyModule(data_ranks=(0, 1))
-    fit(single, OLAux(n_steps=2, lr=0.05, log_balance=False), 5)  # ends one update into the third window
-    fit(TinyModule(out_dir=str(tmp_path)), OLAux(n_steps=2, lr=0.05, log_balance=False), 5,
-        strategy="ddp_spawn", devices=2)
+    fit(single, make_callback(), steps)
+    fit(TinyModule(out_dir=str(tmp_path)), make_callback(), steps, strategy="ddp_spawn", devices=2)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert rank0["weights"] == rank1["weights"]  # identical on every rank
-    assert rank0["state"]["steps_in_window"] == 1 and rank0["state"]["window"][0].abs().sum() > 0
-    torch.testing.assert_close(rank0["state"]["window"], rank1["state"]["window"], rtol=0, atol=0)
-    for name, weight in single.aux_weighting.weights.items():
-        assert rank0["weights"][name] == pytest.approx(weight, rel=1e-4, abs=1e-6)
-        assert weight != 1.0
     for key, value in single.state_dict().items():
         torch.testing.assert_close(rank0["params"][key], value, rtol=1e-4, atol=1e-6)
+    for name, weight in single.aux_weighting.weights.items():
+        assert rank0["weights"][name] == pytest.approx(weight, rel=1e-4, abs=1e-6)
+    return rank0, rank1, single
+
+
+def test_ddp_two_ranks_average_gradients_before_the_dot_products(tmp_path):
+    # without log balancing: log(mean over the union) is not the mean of the ranks' logs
+    rank0, rank1, single = ddp_against_one_process(tmp_path, lambda: OLAux(n_steps=2, lr=0.05, log_balance=False), 5)
+    assert all(w != 1.0 for w in single.aux_weighting.weights.values())
+    assert rank0["state"]["steps_in_window"] == 1 and rank0["state"]["window"][0].abs().sum() > 0  # mid-window
+    torch.testing.assert_close(rank0["state"]["window"], rank1["state"]["window"], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_ddp_cosine_gating_gates_on_averaged_gradients(tmp_path):
+    _, _, single = ddp_against_one_process(tmp_path, lambda: CosineGating(weighted=True), 3)
+    assert all(0.0 <= g < 1.0 for g in single.aux_weighting.weights.values())  # real cosines, not just 0/1
 
 
 def test_fixed_weights_callback_under_a_trainer():
     module = TinyModule()
     fit(module, FixedWeights({"a": 0.5, "b": 2.0}), 2)
     assert module.seen_weights == [{"a": 0.5, "b": 2.0}] * 2
+
+
+# --- the real SACModule ----------------------------------------------------------------------------------
+SAC_AUX = {"fwd": "forward_dynamics", "v": "a2_winner_v"}
+
+
+@pytest.mark.parametrize("make_callback", [
+    lambda: OLAux(n_steps=2, lr=0.05), lambda: CosineGating(weighted=True), GradientBalancing, FixedWeights,
+], ids=["olaux", "cosine", "balancing", "fixed"])
+def test_every_callback_trains_the_sac_module(make_module, make_data, make_trainer, make_callback):
+    callback = make_callback()
+    module = make_module(aux_losses=SAC_AUX)
+    trainer = make_trainer(20, callbacks=[callback])
+    trainer.fit(module, make_data(eval_episodes=0))
+    assert trainer.global_step == 20 and module.aux_weighting is callback
+    assert set(callback.weights) == set(SAC_AUX)
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    if isinstance(callback, OLAux):
+        assert callback.weights != {"fwd": 1.0, "v": 1.0}
+
+
+def test_sac_olaux_weights_agree_between_gradient_methods(make_module, make_data, make_trainer):
+    # per_loss replays its per-loss gradients; batched does an ordinary backward: same weights
+    weights = []
+    for method in ("per_loss", "batched"):
+        pl.seed_everything(0)
+        olaux = OLAux(n_steps=2, lr=0.05, gradient_method=method)
+        make_trainer(12, callbacks=[olaux]).fit(make_module(aux_losses=SAC_AUX), make_data(eval_episodes=0))
+        weights.append(olaux.weights)
+    assert weights[0] != {"fwd": 1.0, "v": 1.0}
+    assert weights[0] == pytest.approx(weights[1], rel=1e-5)

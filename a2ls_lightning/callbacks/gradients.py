@@ -9,14 +9,16 @@ shared parameters (the encoder), each update. Two exact ways to get them:
     backward of the combined loss would; only the shared encoder is traversed ``K+1`` times. The
     combined loss returned is then a single autograd node that hands the already computed gradients
     to the leaves, so ``manual_backward`` does not traverse the graph again. Cost measured by
-    ``scripts/benchmark_olaux_cost.py`` (state encoder, twin-Q 2x256, five auxiliary heads, batch 256,
-    2 CPU threads): about 1.2-1.3x a fixed-weight update.
+    ``scripts/benchmark_olaux_cost.py --threads 1 --clock cpu --rounds 40`` (state encoder, twin-Q 2x256,
+    five auxiliary heads, batch 256): 1.25x a fixed-weight update for OL-AUX. What remains is the
+    encoder's backward once more per auxiliary loss and a few dozen small ops; splitting the graph at the
+    encoder output and batching only the encoder (tried) was not faster.
 
 ``"batched"``
     One ``autograd.grad(stack(losses), shared, grad_outputs=eye(K+1), is_grads_batched=True)`` call
     (REFERENCES.md §2), followed by an ordinary backward of the weighted sum. vmap pushes all ``K+1``
-    cotangents through every head, so with a large main head (twin Q) it costs about 3x a fixed-weight
-    update on CPU; it pays off where the shared encoder dominates and heads are tiny (pixels, GPU).
+    cotangents through every head, so with a large main head (twin Q) it costs about 2.7x a fixed-weight
+    update on CPU; it can pay off where the shared encoder dominates and heads are tiny (pixels, GPU).
     Ops without a batching rule make it fall back to the per-loss loop for the shared gradients.
 
 Both give the same gradients (tests/test_olaux.py checks dot products to 1e-5).
@@ -119,7 +121,8 @@ class LossGradients:
         if method not in GRADIENT_METHODS:
             raise ValueError(f"gradient_method={method!r} is not allowed; allowed: {', '.join(GRADIENT_METHODS)}")
         self.losses = list(losses)
-        self.shared_parameters = [p for p in shared_parameters if p.requires_grad]
+        unique = {id(p): p for p in shared_parameters if p.requires_grad}  # a parameter listed twice counts once
+        self.shared_parameters = list(unique.values())
         self.method = method
         self._scale = scale
         # per_loss only: which shared parameters some loss reaches, and each loss's other (leaf, grad) pairs

@@ -142,6 +142,13 @@ def check_number(field: str, value: Any, low: float | None = None, strict: bool 
     return float(value)
 
 
+def check_choice(field: str, value: Any, allowed: Sequence[str]) -> Any:
+    """``value`` if it is one of ``allowed``, else ValueError listing them."""
+    if value not in allowed:
+        raise ValueError(f"{field}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
 class FixedWeights(AuxWeighting):
     """``L = L_main + Σ_i w_i L_aux,i`` with constant weights.
 
@@ -226,11 +233,8 @@ class CosineGating(AuxWeighting):
 
     def __init__(self, weighted: bool = False, gradient_method: GradientMethod = "per_loss") -> None:
         super().__init__()
-        if gradient_method not in GRADIENT_METHODS:
-            raise ValueError(f"CosineGating.gradient_method={gradient_method!r} is not allowed; "
-                             f"allowed: {', '.join(GRADIENT_METHODS)}")
         self.weighted = bool(weighted)
-        self.gradient_method = gradient_method
+        self.gradient_method = check_choice("CosineGating.gradient_method", gradient_method, GRADIENT_METHODS)
         self._gates: dict[str, Tensor] = {}
 
     @property
@@ -243,7 +247,7 @@ class CosineGating(AuxWeighting):
             return main_loss + sum(aux_losses)
         grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
         gates = cosine_gates(all_reduce_mean(grads.shared), self.weighted)
-        self._gates = dict(zip(names, gates.detach().unbind()))
+        self._gates.update(zip(names, gates.detach().unbind()))
         return grads.combine([1.0] * (len(names) + 1), shared_coefficients=torch.cat([gates.new_ones(1), gates]))
 
 

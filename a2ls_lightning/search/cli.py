@@ -21,7 +21,8 @@ __all__ = ["main"]
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="a2ls search", description="Evolutionary search of auxiliary losses "
                                      "(A2LS). Run the same command again to resume; run it on several machines with "
-                                     "one --storage database URL to share the work.")
+                                     "one --storage database URL to share the work.",
+                                     epilog="The report: a2ls search report --help")
     parser.add_argument("--config", required=True, help="search config: an `a2ls fit` config plus a `search:` section")
     parser.add_argument("--workers", type=int, help="worker processes on this machine (overrides search.workers)")
     parser.add_argument("--storage", help="database URL shared by all workers (overrides search.storage)")
@@ -63,6 +64,7 @@ def _report(argv: list[str]) -> None:
 
 
 def _search(argv: list[str]) -> None:
+    from a2ls_lightning.search.ledger import Ledger
     from a2ls_lightning.search.report import write_report
     from a2ls_lightning.search.runner import run_search
     from a2ls_lightning.search.storage import describe_url, open_study
@@ -79,7 +81,8 @@ def _search(argv: list[str]) -> None:
           f"{settings.stages} stages x {settings.population} candidates, {settings.seeds_per_candidate} seed(s) of "
           f"{budget.env_steps} env steps ({budget.max_steps} updates) each; {settings.workers} worker(s) here; "
           f"{done} finished trials already", flush=True)
-    codes = run_search(base, settings, budget)
+    complete = Ledger(study.get_trials(deepcopy=False), settings.population, settings.stages).complete
+    codes = [0] if complete else run_search(base, settings, budget)
     out = Path(settings.run_dir) / "report"
     write_report(settings.storage_url, settings.study_name, out)
     print(f"a2ls search: report in {out}/report.md (a2ls search report --storage '{settings.storage_url}' "

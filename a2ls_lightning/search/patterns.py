@@ -17,6 +17,7 @@ Welch's two-sided t-test p-value (scipy; ``nan`` when a group has fewer than two
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -77,7 +78,9 @@ def pattern_table(candidates: Sequence[tuple[AuxLossSpec, float]]) -> list[Patte
         without = np.array([f for spec, f in candidates if not holds(spec)], dtype=float)
         p_value = float("nan")
         if len(with_) >= 2 and len(without) >= 2 and (with_.std() > 0 or without.std() > 0):
-            p_value = float(stats.ttest_ind(with_, without, equal_var=False).pvalue)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # near-identical groups: scipy warns, the p-value still stands
+                p_value = float(stats.ttest_ind(with_, without, equal_var=False).pvalue)
         rows.append(PatternRow(name, len(with_), len(without),
                                float(with_.mean()) if len(with_) else float("nan"),
                                float(without.mean()) if len(without) else float("nan"), p_value))

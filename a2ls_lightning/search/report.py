@@ -74,8 +74,9 @@ def load_results(storage: str, study_name: str) -> Results:
         if trial.state != TrialState.COMPLETE:
             continue
         seeds = trial.user_attrs.get(ATTR_SEED_FITNESS) or [trial.value]
-        scored.append(Scored(AuxLossSpec.parse(trial.user_attrs[ATTR_SPEC]), stage, slot, trial.number,
-                             float(trial.value), float(np.std(seeds)), len(seeds), trial.user_attrs.get(ATTR_ORIGIN, "")))
+        spec = AuxLossSpec.parse(trial.user_attrs[ATTR_SPEC])
+        scored.append(Scored(spec, stage, slot, trial.number, float(trial.value), float(np.std(seeds)), len(seeds),
+                             trial.user_attrs.get(ATTR_ORIGIN, "")))
     done = sum(ledger.stage_done(s) for s in range(ledger.stages))
     return Results(study_name, ledger.population, ledger.stages, scored, pruned, failed, done,
                    stored.get("base", {}))

@@ -179,7 +179,7 @@ class SearchSettings:
             return self.storage
         return f"sqlite:///{(Path(self.run_dir) / 'search.db').resolve()}"
 
-    def replace(self, **changes: Any) -> "SearchSettings":
+    def replace(self, **changes: Any) -> SearchSettings:
         """A copy with ``changes`` applied (``None`` values are ignored: unset command-line options)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -198,7 +198,7 @@ class SearchSettings:
         return {k: v for k, v in self.to_dict().items() if k not in self.OPERATIONAL}
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> "SearchSettings":
+    def from_mapping(cls, values: dict[str, Any] | None) -> SearchSettings:
         """Build from the ``search:`` mapping; an unknown key is an error naming it and the allowed keys."""
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}

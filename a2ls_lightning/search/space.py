@@ -44,7 +44,7 @@ class Genome:
     negatives: bool
 
     @classmethod
-    def of(cls, spec: AuxLossSpec) -> "Genome":
+    def of(cls, spec: AuxLossSpec) -> Genome:
         """The genome of an existing spec."""
         return cls(spec.horizon, frozenset(spec.inputs), frozenset(spec.targets), spec.operator, spec.negatives)
 

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 
+from a2ls_lightning.search.evolution import RejectHook
 from a2ls_lightning.search.ledger import STUDY_ATTR_SETTINGS
 from a2ls_lightning.search.sampler import EvolutionSampler
 from a2ls_lightning.search.settings import SearchSettings
@@ -28,6 +29,18 @@ def describe_url(url: str) -> str:
 def _first_line(err: BaseException) -> str:
     text = " ".join(str(getattr(err, "orig", None) or err).split())
     return text[:300]
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg 3, 2.0 to psycopg2;
+    we depend on ``psycopg2-binary`` and use psycopg 3 only where it is installed."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None) -> RDBStorage:
@@ -52,7 +65,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" in Optuna
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+            return RDBStorage(_with_driver(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                               grace_period=grace_period)
     except Exception as err:  # noqa: BLE001 - any driver error means the same thing to the user
         raise ValueError(f"storage: cannot open {describe_url(url)}: {_first_line(err)}") from None
@@ -80,21 +93,23 @@ def _first_difference(stored: dict[str, Any], mine: dict[str, Any], prefix: str 
 
 
 def open_study(settings: SearchSettings, base_config: dict[str, Any] | None = None,
-               storage: RDBStorage | str | None = None, on_reject=None) -> optuna.Study:
+               storage: optuna.storages.BaseStorage | str | None = None,
+               on_reject: RejectHook | None = None) -> optuna.Study:
     """Create the study or join an existing one with the same settings.
 
     Args:
         settings: the search settings (storage URL, study name, heartbeat, sampler and pruner settings).
         base_config: the base training config; stored with the settings so that every worker trains alike.
-        storage: an open storage (default: :func:`open_storage` of ``settings.storage_url``).
+        storage: an open storage or a URL (default: :func:`open_storage` of ``settings.storage_url``).
         on_reject: passed to the :class:`EvolutionSampler`.
 
     Raises:
         ValueError: the storage cannot be reached, or the study exists with other settings (one line naming the
             first differing field).
     """
-    if storage is None:
-        storage = open_storage(settings.storage_url, settings.heartbeat_interval, settings.grace_period)
+    if storage is None or isinstance(storage, str):
+        url = settings.storage_url if storage is None else storage
+        storage = open_storage(url, settings.heartbeat_interval, settings.grace_period)
     identity = json.loads(json.dumps({"search": settings.identity(), "base": base_config or {}}))
     sampler = EvolutionSampler(settings, on_reject=on_reject)
     study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize",

@@ -44,6 +44,9 @@ def quiet() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "torchrl"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for message in (".*IterableDataset.*__len__.*", ".*LeafSpec.*", ".*LightningCLI's args parameter.*",
                     ".*settotalmass.*"):
         warnings.filterwarnings("ignore", message=message)
@@ -79,9 +82,11 @@ def instantiate(config: dict[str, Any]):  # noqa: ANN201 - returns the A2LSCLI
     from a2ls_lightning.modules.agent import SACModule
 
     try:
-        return A2LSCLI(SACModule, ReplayDataModule, run=False, args=config, save_config_callback=None,
-                       seed_everything_default=int(config.get("seed_everything", 1)),
-                       parser_kwargs={"default_config_files": [str(QUICKSTART)], "exit_on_error": False})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")  # args given on purpose
+            return A2LSCLI(SACModule, ReplayDataModule, run=False, args=config, save_config_callback=None,
+                           seed_everything_default=int(config.get("seed_everything", 1)),
+                           parser_kwargs={"default_config_files": [str(QUICKSTART)], "exit_on_error": False})
     except ValueError as err:
         raise ValueError(_one_line(err)) from None
     except (ArgumentError, TypeError, KeyError) as err:
