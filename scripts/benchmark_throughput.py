@@ -46,6 +46,8 @@ class FixedBatchData(pl.LightningDataModule):
     def train_dataloader(self):
         return DataLoader(_Repeat(self.batch, self.n), batch_size=None, collate_fn=lambda b: b)
 
+    transfer_batch_to_device = ReplayDataModule.transfer_batch_to_device
+
     def evaluation_due(self, final: bool = False) -> bool:
         return False
 

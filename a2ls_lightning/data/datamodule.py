@@ -182,6 +182,13 @@ class ReplayDataModule(pl.LightningDataModule):
             _UpdateStream(self), batch_size=None, num_workers=0, collate_fn=_as_is, generator=torch.Generator()
         )
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # A TensorDict batch moves as one object, and not at all when the replay already lives on `device`
+        # (Lightning's generic collection walk costs ~0.3 ms per update, a few % of a CPU-sized update).
+        if isinstance(batch, TensorDictBase):
+            return batch if batch.device == device else batch.to(device, non_blocking=True)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     # --- collection ---------------------------------------------------------------------------------
     def next_batch(self) -> TensorDictBase:
         """Collect (warm-up first, then ``env_steps_per_update`` policy steps) and sample one ``[B, L]`` batch."""

@@ -14,7 +14,6 @@ from typing import Any, Mapping
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import DDPStrategy
-from tensordict import TensorDictBase
 
 from a2ls_lightning.callbacks.weighting import default_weighting
 from a2ls_lightning.modules.encoders import ENCODERS
@@ -183,14 +182,6 @@ class SACModule(pl.LightningModule):
         return self.act(obs, generator, deterministic=True)
 
     # --- training ----------------------------------------------------------------------------------
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # A TensorDict batch moves as one object, and not at all when the replay already lives on `device`
-        # (Lightning's generic collection walk costs ~0.3 ms per update, a few % of a CPU-sized update).
-        if isinstance(batch, TensorDictBase):
-            return batch if batch.device == device else batch.to(device, non_blocking=True)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         hp = self.hparams
         update = self.trainer.global_step  # updates done so far (one optimizer step each)
