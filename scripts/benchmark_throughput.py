@@ -18,12 +18,11 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, IterableDataset
 
 from a2ls_lightning import ReplayDataModule, SACModule
 
 
-class _Repeat(IterableDataset):
+class _Repeat:
     def __init__(self, batch, n: int) -> None:
         self.batch, self.n = batch, n
 
@@ -43,8 +42,8 @@ class FixedBatchData(pl.LightningDataModule):
         self.source, self.batch, self.n = source, batch, n
         self.observation_shape, self.action_dim = source.observation_shape, source.action_dim
 
-    def train_dataloader(self):
-        return DataLoader(_Repeat(self.batch, self.n), batch_size=None, collate_fn=lambda b: b)
+    def train_dataloader(self):  # a sized iterable, as ReplayDataModule's
+        return _Repeat(self.batch, self.n)
 
     transfer_batch_to_device = ReplayDataModule.transfer_batch_to_device
 
@@ -75,14 +74,14 @@ def plain_loop(module: SACModule, batch, n: int) -> float:
     return n / (clock() - start)
 
 
-def trainer_loop(module: SACModule, data: FixedBatchData, n: int) -> float:
+def trainer_loop(module: SACModule, data: FixedBatchData, n: int, log_every: int = 50) -> float:
     # As the shipped configs run it: TensorBoard logging every 50 updates, a progress bar refreshed every 50.
     from lightning.pytorch.callbacks import TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
     trainer = pl.Trainer(max_steps=n, logger=TensorBoardLogger(tempfile.mkdtemp()), enable_checkpointing=False,
                          callbacks=[TQDMProgressBar(refresh_rate=50)], enable_model_summary=False,
-                         accelerator="cpu", devices=1, log_every_n_steps=50)
+                         accelerator="cpu", devices=1, log_every_n_steps=log_every)
     times = {}
 
     class Clock(pl.Callback):  # time the loop itself, not the Trainer's set-up
@@ -105,6 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--aux", default=None, help="auxiliary losses, e.g. '{a2v: a2_winner_v}'")
     parser.add_argument("--clock", choices=sorted(CLOCK), default="cpu")
+    parser.add_argument("--log-every", type=int, default=50, help="trainer.log_every_n_steps (quickstart: 50)")
     args = parser.parse_args()
     global clock
     clock = CLOCK[args.clock]
@@ -123,12 +123,13 @@ def main() -> None:
     for _ in range(args.rounds):
         results["plain"].append(plain_loop(copy.deepcopy(base), batch, args.updates))
         module = copy.deepcopy(base)
-        results["trainer"].append(trainer_loop(module, FixedBatchData(source, batch, args.updates), args.updates))
+        data = FixedBatchData(source, batch, args.updates)
+        results["trainer"].append(trainer_loop(module, data, args.updates, args.log_every))
     plain, lightning = max(results["plain"]), max(results["trainer"])
     # Rounds alternate, so a round pair shares the machine's load: the median of per-pair ratios is robust.
     pair_ratios = sorted(t / p for t, p in zip(results["trainer"], results["plain"]))
     print(f"threads={torch.get_num_threads()} hidden={args.hidden} batch={args.batch} updates={args.updates} "
-          f"rounds={args.rounds} aux={args.aux} clock={args.clock}")
+          f"rounds={args.rounds} aux={args.aux} clock={args.clock} log_every_n_steps={args.log_every}")
     print("| loop | updates/s (best of rounds) | all rounds |\n|---|---|---|")
     for name, best in (("plain PyTorch", plain), ("SACModule in Trainer", lightning)):
         key = "plain" if name.startswith("plain") else "trainer"

@@ -16,13 +16,12 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from torch.utils.data import DataLoader, IterableDataset
 
 from a2ls_lightning.data.collector import EpisodeCollector, Policy
 from a2ls_lightning.data.envs import default_action_repeat, make_env, parse_task
@@ -33,7 +32,7 @@ from a2ls_lightning.validation import check
 EVAL_SEED_OFFSET = 1_000_003
 
 
-class _UpdateStream(IterableDataset):
+class _UpdateStream:
     """One batch per update, for as many updates as the trainer runs (a *sized* iterable: see module doc)."""
 
     def __init__(self, datamodule: "ReplayDataModule") -> None:
@@ -175,12 +174,10 @@ class ReplayDataModule(pl.LightningDataModule):
         elif module is not None:
             self.policy = module.act
 
-    def train_dataloader(self) -> DataLoader:
-        # Identity collate: torch's default would take the TensorDict apart as a mapping. An own generator: a
-        # DataLoader iterator draws a base seed at creation, which would shift the global RNG on resume.
-        return DataLoader(
-            _UpdateStream(self), batch_size=None, num_workers=0, collate_fn=_as_is, generator=torch.Generator()
-        )
+    def train_dataloader(self) -> Iterable[TensorDictBase]:
+        # The stream itself, not a torch DataLoader: it makes its batches in this process (collection needs the
+        # live policy), so a DataLoader would only add per-batch overhead (worker-less fetch, collate, seeding).
+        return _UpdateStream(self)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # A TensorDict batch moves as one object, and not at all when the replay already lives on `device`
@@ -277,10 +274,6 @@ class ReplayDataModule(pl.LightningDataModule):
         self.eval_collector.load_state_dict(payload["eval_collector"])
         self._next_eval = payload["next_eval"]
         _set_rng_state(payload["rng"])
-
-
-def _as_is(batch: TensorDictBase) -> TensorDictBase:
-    return batch
 
 
 def _rng_state() -> dict[str, Any]:
