@@ -4,5 +4,5 @@ from a2ls_lightning.data.datamodule import ReplayDataModule
 from a2ls_lightning.modules.agent import SACModule
 from a2ls_lightning.modules.auxiliary import AuxLossSpec
 
-__all__ = ["SACModule", "ReplayDataModule", "AuxLossSpec"]
+__all__ = ["AuxLossSpec", "ReplayDataModule", "SACModule"]
 __version__ = "0.1.0"

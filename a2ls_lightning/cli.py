@@ -22,7 +22,7 @@ QUICKSTART = Path(__file__).parent / "configs" / "quickstart.yaml"
 class A2LSCLI(LightningCLI):
     """LightningCLI with one seed for everything (``seed_everything`` feeds ``data.seed``)."""
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
+    def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("seed_everything", "data.seed")
 
 

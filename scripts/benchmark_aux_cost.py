@@ -20,9 +20,9 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark_throughput import plain_loop  # noqa: E402
+from benchmark_throughput import plain_loop
 
-from a2ls_lightning import ReplayDataModule, SACModule  # noqa: E402
+from a2ls_lightning import ReplayDataModule, SACModule
 
 
 def prepared(aux: dict | None, hidden: int, batch: int):

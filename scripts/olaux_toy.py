@@ -160,7 +160,7 @@ def main() -> None:
             w1, w2 = run.weights["useful"], run.weights["adversarial"]
             peak = max(range(len(w1)), key=w1.__getitem__)
             end = f"({run.end[0]:.3f}, {run.end[1]:.3f})"
-            print(f"{name:<16}{str(run.start):>14}{end:>20}{run.final_main_loss:>10.2e}{w1[-1]:>8.3f}"
+            print(f"{name:<16}{run.start!s:>14}{end:>20}{run.final_main_loss:>10.2e}{w1[-1]:>8.3f}"
                   f"{f'{w1[peak]:.3f} ({peak + 1})':>15}{w2[-1]:>8.3f}")
     plot(runs["fixed w=1"], runs["OL-AUX lr=1e-2"], args.figure)
     print(f"figure: {args.figure}")

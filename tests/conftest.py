@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
-from a2ls_lightning import ReplayDataModule, SACModule  # noqa: E402
+from a2ls_lightning import ReplayDataModule, SACModule
 
 
 def tiny_module(**overrides) -> SACModule:

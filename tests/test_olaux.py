@@ -77,7 +77,7 @@ def test_batched_and_per_loss_gradients_agree():
     assert per_loss.shape == (4, sum(p.numel() for p in shared))
     torch.testing.assert_close(per_loss, loop, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(batched, loop, rtol=1e-5, atol=1e-7)
-    dots = lambda g: g[1:] @ g[0]  # noqa: E731
+    dots = lambda g: g[1:] @ g[0]
     torch.testing.assert_close(dots(batched), dots(per_loss), rtol=1e-5, atol=1e-7)
 
 
@@ -158,7 +158,7 @@ def test_weights_are_clipped_at_min_weight_and_new_names_start_at_init_weight():
 
 def test_non_finite_gradients_skip_the_update():
     theta = nn.Parameter(torch.tensor([1.0, 2.0]))
-    main = lambda: theta.pow(2).sum()  # noqa: E731
+    main = lambda: theta.pow(2).sum()
     olaux = OLAux(n_steps=1, lr=0.1, log_balance=False)
     olaux.combine(main(), {"a": theta.sum() * math.nan}, [theta])
     olaux.after_update()

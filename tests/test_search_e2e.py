@@ -18,7 +18,7 @@ import optuna
 import pytest
 import yaml
 
-from a2ls_lightning.search.ledger import (ATTR_CURVES, ATTR_SPEC, ATTR_STAGE, ATTR_WORKER, Ledger, claim_of)
+from a2ls_lightning.search.ledger import ATTR_CURVES, ATTR_SPEC, ATTR_STAGE, ATTR_WORKER, Ledger, claim_of
 from a2ls_lightning.search.settings import load_search_config
 from a2ls_lightning.search.storage import open_storage
 from a2ls_lightning.search.training import budget_for

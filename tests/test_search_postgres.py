@@ -85,7 +85,7 @@ def test_concurrent_claims_on_postgres_never_share_a_slot(postgres_url):
     config = SearchSettings(population=4, stages=3, max_horizon=3, storage=postgres_url, study_name="claims",
                             poll_seconds=0.02, claim_settle_seconds=0.1, heartbeat_interval=1, grace_period=5)
     open_study(config, {})
-    fitness = lambda spec: len(spec.target_state_offsets) + 0.1 * spec.horizon  # noqa: E731
+    fitness = lambda spec: len(spec.target_state_offsets) + 0.1 * spec.horizon
     threads = [threading.Thread(target=lambda: run_worker(open_study(config, {}), FitnessObjective(fitness),
                                                           config)) for _ in range(2)]
     for thread in threads:

@@ -17,8 +17,18 @@ import pytest
 
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
 from a2ls_lightning.search import FitnessObjective, SearchSettings
-from a2ls_lightning.search.ledger import (ATTR_ASSIGNED_AT, ATTR_ERROR, ATTR_IDLE, ATTR_ORIGIN, ATTR_PARENTS,
-                                          ATTR_SLOT, ATTR_SPEC, ATTR_STAGE, Ledger, claim_of)
+from a2ls_lightning.search.ledger import (
+    ATTR_ASSIGNED_AT,
+    ATTR_ERROR,
+    ATTR_IDLE,
+    ATTR_ORIGIN,
+    ATTR_PARENTS,
+    ATTR_SLOT,
+    ATTR_SPEC,
+    ATTR_STAGE,
+    Ledger,
+    claim_of,
+)
 from a2ls_lightning.search.patterns import PATTERNS, pattern_table
 from a2ls_lightning.search.runner import run_worker
 from a2ls_lightning.search.space import Genome, SearchSpace

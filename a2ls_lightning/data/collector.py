@@ -9,7 +9,8 @@ of frames-per-batch does neither, so this small loop drives the TorchRL env dire
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from tensordict import TensorDict

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -35,7 +36,7 @@ EVAL_SEED_OFFSET = 1_000_003
 class _UpdateStream:
     """One batch per update, for as many updates as the trainer runs (a *sized* iterable: see module doc)."""
 
-    def __init__(self, datamodule: "ReplayDataModule") -> None:
+    def __init__(self, datamodule: ReplayDataModule) -> None:
         self.datamodule = datamodule
 
     def __len__(self) -> int:

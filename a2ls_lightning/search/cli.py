@@ -11,7 +11,6 @@ field (the ``a2ls`` command prints it as ``a2ls: error: ...``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def _report_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(config: str, **overrides: object):  # noqa: ANN202 - (base config, settings)
+def _load(config: str, **overrides: object):
     from a2ls_lightning.search.settings import load_search_config
 
     base, settings = load_search_config(config)
@@ -105,14 +104,10 @@ def main(argv: list[str]) -> None:
 
 
 def _console() -> None:
-    """``python -m a2ls_lightning.search.cli``: like ``a2ls search``, with the same one-line errors."""
-    try:
-        main(sys.argv[1:])
-    except ValueError as err:
-        if os.environ.get("A2LS_DEBUG"):
-            raise
-        print(f"a2ls: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """``python -m a2ls_lightning.search.cli``: exactly ``a2ls search`` (same one-line errors)."""
+    from a2ls_lightning.cli import main as a2ls_main
+
+    a2ls_main(["search", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -17,8 +17,19 @@ from collections.abc import Iterable
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
-    "ATTR_ASSIGNED_AT", "ATTR_CURVES", "ATTR_ERROR", "ATTR_IDLE", "ATTR_ORIGIN", "ATTR_PARENTS", "ATTR_SEED_FITNESS",
-    "ATTR_SLOT", "ATTR_SPEC", "ATTR_STAGE", "ATTR_WORKER", "Ledger", "STUDY_ATTR_SETTINGS",
+    "ATTR_ASSIGNED_AT",
+    "ATTR_CURVES",
+    "ATTR_ERROR",
+    "ATTR_IDLE",
+    "ATTR_ORIGIN",
+    "ATTR_PARENTS",
+    "ATTR_SEED_FITNESS",
+    "ATTR_SLOT",
+    "ATTR_SPEC",
+    "ATTR_STAGE",
+    "ATTR_WORKER",
+    "STUDY_ATTR_SETTINGS",
+    "Ledger",
 ]
 
 ATTR_STAGE = "a2ls_stage"

@@ -24,8 +24,7 @@ import numpy as np
 import optuna
 
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
-from a2ls_lightning.search.ledger import (ATTR_CURVES, ATTR_ERROR, ATTR_IDLE, ATTR_SEED_FITNESS, ATTR_SLOT,
-                                          ATTR_STAGE)
+from a2ls_lightning.search.ledger import ATTR_CURVES, ATTR_ERROR, ATTR_IDLE, ATTR_SEED_FITNESS, ATTR_SLOT, ATTR_STAGE
 from a2ls_lightning.search.sampler import candidate_of
 from a2ls_lightning.search.settings import SearchSettings
 from a2ls_lightning.search.training import Budget, train_run
@@ -105,7 +104,7 @@ class CandidateObjective:
             raise optuna.TrialPruned() from None
         except KeyboardInterrupt:
             raise
-        except Exception as err:  # noqa: BLE001 - recorded on the trial; the search goes on
+        except Exception as err:
             message = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
             trial.set_user_attr(ATTR_ERROR, message)
             trial.set_user_attr("a2ls_traceback", traceback.format_exc()[-4000:])

@@ -13,8 +13,14 @@ import optuna
 from optuna.trial import TrialState
 
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
-from a2ls_lightning.search.ledger import (ATTR_ERROR, ATTR_ORIGIN, ATTR_SEED_FITNESS, ATTR_SPEC, STUDY_ATTR_SETTINGS,
-                                          Ledger)
+from a2ls_lightning.search.ledger import (
+    ATTR_ERROR,
+    ATTR_ORIGIN,
+    ATTR_SEED_FITNESS,
+    ATTR_SPEC,
+    STUDY_ATTR_SETTINGS,
+    Ledger,
+)
 from a2ls_lightning.search.patterns import pattern_table, patterns_markdown
 from a2ls_lightning.search.storage import describe_url, open_storage
 

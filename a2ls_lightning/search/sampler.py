@@ -33,8 +33,17 @@ from optuna.trial import FrozenTrial
 
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
 from a2ls_lightning.search.evolution import Candidate, RejectHook, stage_population
-from a2ls_lightning.search.ledger import (ATTR_ASSIGNED_AT, ATTR_IDLE, ATTR_ORIGIN, ATTR_PARENTS, ATTR_SLOT,
-                                          ATTR_SPEC, ATTR_STAGE, ATTR_WORKER, Ledger)
+from a2ls_lightning.search.ledger import (
+    ATTR_ASSIGNED_AT,
+    ATTR_IDLE,
+    ATTR_ORIGIN,
+    ATTR_PARENTS,
+    ATTR_SLOT,
+    ATTR_SPEC,
+    ATTR_STAGE,
+    ATTR_WORKER,
+    Ledger,
+)
 from a2ls_lightning.search.settings import SearchSettings
 
 __all__ = ["EvolutionSampler", "candidate_of", "fail_stale", "worker_id"]

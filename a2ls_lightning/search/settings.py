@@ -104,7 +104,7 @@ class SearchSettings:
         object.__setattr__(self, "mutation_weights", dict(self.mutation_weights))
         self._check()
 
-    def _check(self) -> None:  # noqa: C901 - a flat list of one-line checks
+    def _check(self) -> None:
         def need(condition: bool, message: str) -> None:
             if not condition:
                 raise ValueError(f"search.{message}")

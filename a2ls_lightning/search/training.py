@@ -69,7 +69,7 @@ def _run_config(base: dict[str, Any], aux_losses: dict[str, str], seed: int, max
     return config
 
 
-def instantiate(config: dict[str, Any]):  # noqa: ANN201 - returns the A2LSCLI
+def instantiate(config: dict[str, Any]):
     """Model, datamodule and trainer of an ``a2ls fit`` config, as ``a2ls fit`` would build them (no training).
 
     Raises:
@@ -77,7 +77,7 @@ def instantiate(config: dict[str, Any]):  # noqa: ANN201 - returns the A2LSCLI
     """
     from argparse import ArgumentError
 
-    from a2ls_lightning.cli import QUICKSTART, A2LSCLI
+    from a2ls_lightning.cli import A2LSCLI, QUICKSTART
     from a2ls_lightning.data.datamodule import ReplayDataModule
     from a2ls_lightning.modules.agent import SACModule
 
@@ -151,7 +151,7 @@ def train_run(base: dict[str, Any], aux_losses: dict[str, str], seed: int, budge
     curve: list[tuple[int, float]] = []
     evaluate = data.evaluate
 
-    def recording_evaluate(policy):  # noqa: ANN001, ANN202 - same signature as ReplayDataModule.evaluate
+    def recording_evaluate(policy):
         value = evaluate(policy)
         curve.append((int(data.collector.env_steps), float(value)))
         if on_eval is not None:
