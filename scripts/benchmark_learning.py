@@ -123,12 +123,43 @@ def report(suite: str, tag: str) -> str:
     fig.tight_layout()
     png = ROOT / "docs" / f"benchmark_{suite}{'' if tag == 'full' else '_' + tag}.png"
     fig.savefig(png, dpi=110)
+    weights_png = plot_weights(suite, tag)
     table = "\n".join(rows)
     md = ROOT / "docs" / f"benchmark_{suite}{'' if tag == 'full' else '_' + tag}.md"
     md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}`"
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`.\n\n{table}\n\n"
-                  f"![curves]({png.name})\n")
+                  f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else ""))
     return table
+
+
+def plot_weights(suite: str, tag: str) -> Path | None:
+    """Auxiliary weights over training (mean over seeds), one panel per variant that logs them (paper's Fig. 5)."""
+    import matplotlib.pyplot as plt
+
+    panels = {}
+    for variant in SUITES[suite]:
+        results = [json.loads(p.read_text()) for p in sorted((RUNS / tag / variant).glob("seed*.json"))]
+        tags = sorted({t for r in results for t in r["scalars"] if t.startswith("aux_weight/")})
+        varies = any(np.ptp([v for _, v in r["scalars"][t]]) > 0 for r in results for t in tags if t in r["scalars"])
+        if varies:  # fixed and log-balanced weights stay at 1: nothing to draw
+            panels[variant] = (results, tags)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (variant, (results, tags)) in zip(axes[0], panels.items()):
+        for t in tags:
+            series = [np.array(r["scalars"][t]) for r in results if t in r["scalars"]]
+            n = min(len(x) for x in series)
+            steps = series[0][:n, 0]
+            ax.plot(steps, np.mean([x[:n, 1] for x in series], axis=0), label=t.split("/", 1)[1])
+        ax.set_title(f"{variant} (n={len(results)})")
+        ax.set_xlabel("updates")
+        ax.set_ylabel("auxiliary weight")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = ROOT / "docs" / f"benchmark_{suite}_weights{'' if tag == 'full' else '_' + tag}.png"
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def main() -> None:
