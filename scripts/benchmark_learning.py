@@ -86,9 +86,15 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str) -> dict:
 
 
 def _curve(result: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One point per evaluation: ``(env steps [E], eval return [E])``.
+
+    The two tags are always written together; runs stored before the module logged evaluations with
+    ``logger=False`` also hold copies of the last evaluation at later log steps, which are dropped here.
+    """
     steps = np.array([v for _, v in result["scalars"]["eval/env_steps"]])
     returns = np.array([v for _, v in result["scalars"]["eval/return"]])
-    return steps, returns
+    _, first = np.unique(steps, return_index=True)
+    return steps[first], returns[first]
 
 
 def report(suite: str, tag: str) -> str:

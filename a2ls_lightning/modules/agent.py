@@ -231,8 +231,9 @@ class SACModule(pl.LightningModule):
             # Straight to the loggers: `self.log` reaches them only on `log_every_n_steps` boundaries.
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=self.global_step)
-            self.log("eval/return", value, on_step=True, on_epoch=False, prog_bar=True)
-            self.log("eval/env_steps", metrics["eval/env_steps"], on_step=True, on_epoch=False)
+            # For the progress bar and callbacks (ModelCheckpoint monitor) only: through `self.log` the value would
+            # be written to the loggers again at every later log step.
+            self.log("eval/return", value, on_step=True, on_epoch=False, prog_bar=True, logger=False)
 
 
 def check_precision(precision: str) -> None:
