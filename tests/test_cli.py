@@ -46,6 +46,8 @@ def test_fit_smoke_run_trains_and_logs(tmp_path):
     for tag in ("train/critic_loss", "train/actor_loss", "train/alpha", "train/env_steps", "eval/return"):
         assert tag in scalars and all(math.isfinite(v) for v in scalars[tag]), tag
     assert scalars["train/env_steps"][-1] == (100 + 300) * 4
+    # one point per evaluation (at 600, 1200 env steps and the final one at 1600), each written once
+    assert scalars["eval/env_steps"] == [600.0, 1200.0, 1600.0] and len(scalars["eval/return"]) == 3
     assert list((tmp_path).rglob("replay/step*-rank0.pt")), "the rank's replay side file is missing"
 
 
