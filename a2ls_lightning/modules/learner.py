@@ -85,6 +85,10 @@ class SACLearner(nn.Module):
         self.aux_losses = nn.ModuleDict(dict(aux_losses or {}))
         self.target_entropy = float(target_entropy)
         self.discount = float(discount)
+        # Which states each encoder must encode per update: fixed by the specs, so worked out once here.
+        specs = [a.spec for a in self.aux_losses.values()]
+        self.online_offsets = sorted({0, *(o for s in specs for o in s.input_state_offsets)})
+        self.target_offsets = sorted({1, *(o for s in specs for o in s.target_state_offsets)})
 
     # --- parameter groups ------------------------------------------------------------------------
     def actor_parameters(self) -> list[nn.Parameter]:
@@ -128,8 +132,7 @@ class SACLearner(nn.Module):
         """
         obs, action, reward = batch["observation"], batch["action"], batch["reward"]
         not_terminal = 1.0 - batch["terminated"][:, 0].float()
-        online_offsets = sorted({0, *(o for a in self.aux_losses.values() for o in a.spec.input_state_offsets)})
-        target_offsets = sorted({1, *(o for a in self.aux_losses.values() for o in a.spec.target_state_offsets)})
+        online_offsets, target_offsets = self.online_offsets, self.target_offsets
         trunk, feats = self._encode(self.encoder, obs, online_offsets)
         with torch.no_grad():
             _, target_feats = self._encode(self.target_encoder, obs, target_offsets)
