@@ -46,7 +46,7 @@ TINY_BASE = {
              "eval_interval": 600, "eval_episodes": 1},
 }
 SCALES = {
-    "full": {"base": FULL_BASE, "population": 8, "stages": 3, "budget": 30000, "compare_seeds": 3},
+    "full": {"base": FULL_BASE, "population": 8, "stages": 3, "budget": 50000, "compare_seeds": 5},
     "tiny": {"base": TINY_BASE, "population": 2, "stages": 2, "budget": 1200, "compare_seeds": 1},
 }
 
@@ -137,8 +137,8 @@ def main() -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--population", type=int, help="candidates per stage (full: 8)")
     parser.add_argument("--stages", type=int, help="stages (full: 3)")
-    parser.add_argument("--budget", type=int, help="env steps per candidate and comparison run (full: 30000)")
-    parser.add_argument("--compare-seeds", type=int, help="fresh seeds per comparison variant (full: 3)")
+    parser.add_argument("--budget", type=int, help="env steps per candidate and comparison run (full: 50000)")
+    parser.add_argument("--compare-seeds", type=int, help="fresh seeds per comparison variant (full: 5)")
     parser.add_argument("--workers", type=int, default=2, help="processes (one CPU thread each)")
     parser.add_argument("--run-dir", default=None,
                         help="study, logs, comparison runs (default runs/search_demo_<scale>)")
