@@ -13,7 +13,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 # One intra-op thread: tiny networks gain nothing from two, and a second thread spinning next to another
 # process on a 2-core machine slows every op several-fold.
 torch.set_num_threads(1)
-warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 from a2ls_lightning import ReplayDataModule, SACModule

@@ -89,6 +89,12 @@ class SACLearner(nn.Module):
         specs = [a.spec for a in self.aux_losses.values()]
         self.online_offsets = sorted({0, *(o for s in specs for o in s.input_state_offsets)})
         self.target_offsets = sorted({1, *(o for s in specs for o in s.target_state_offsets)})
+        # Each auxiliary loss's columns in the encoded ``[B, len(offsets), F]`` features, also fixed by its spec.
+        self.aux_columns = {
+            name: ([self.online_offsets.index(o) for o in a.spec.input_state_offsets],
+                   [self.target_offsets.index(o) for o in a.spec.target_state_offsets])
+            for name, a in self.aux_losses.items()
+        }
 
     # --- parameter groups ------------------------------------------------------------------------
     def actor_parameters(self) -> list[nn.Parameter]:
@@ -132,14 +138,13 @@ class SACLearner(nn.Module):
         """
         obs, action, reward = batch["observation"], batch["action"], batch["reward"]
         not_terminal = 1.0 - batch["terminated"][:, 0].float()
-        online_offsets, target_offsets = self.online_offsets, self.target_offsets
-        trunk, feats = self._encode(self.encoder, obs, online_offsets)
+        trunk, feats = self._encode(self.encoder, obs, self.online_offsets)
         with torch.no_grad():
-            _, target_feats = self._encode(self.target_encoder, obs, target_offsets)
+            _, target_feats = self._encode(self.target_encoder, obs, self.target_offsets)
             # The policy at s_1 reads the online trunk (CURL: the actor's tied convs), not the EMA one.
             next_trunk = self.encoder.trunk(self._prepare(obs[:, 1], train=True))
             next_action, next_log_prob = self.actor(self.actor_head(next_trunk))
-            tq1, tq2 = self.target_critic(target_feats[:, target_offsets.index(1)], next_action)
+            tq1, tq2 = self.target_critic(target_feats[:, self.target_offsets.index(1)], next_action)
             alpha = self.log_alpha.exp().float()
             target_q = soft_target(reward[:, 0].float(), not_terminal, tq1, tq2, next_log_prob, alpha, self.discount)
         q1, q2 = self.critic(feats[:, 0], action[:, 0])
@@ -152,10 +157,9 @@ class SACLearner(nn.Module):
             metrics["entropy"] = -log_prob.detach().mean()
         aux = {}
         for name, module in self.aux_losses.items():
-            spec = module.spec
-            inputs = feats[:, [online_offsets.index(o) for o in spec.input_state_offsets]]
-            targets = target_feats[:, [target_offsets.index(o) for o in spec.target_state_offsets]]
-            h = spec.horizon
+            input_columns, target_columns = self.aux_columns[name]
+            inputs, targets = feats[:, input_columns], target_feats[:, target_columns]
+            h = module.spec.horizon
             aux[name] = module(inputs, targets, action[:, :h].float(), reward[:, :h].float())
         return main, aux, metrics
 

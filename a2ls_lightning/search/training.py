@@ -47,7 +47,7 @@ def quiet() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for message in (".*IterableDataset.*__len__.*", ".*LeafSpec.*", ".*LightningCLI's args parameter.*",
+    for message in (".*LeafSpec.*", ".*LightningCLI's args parameter.*",
                     ".*settotalmass.*"):
         warnings.filterwarnings("ignore", message=message)
 
