@@ -10,6 +10,13 @@ stopped and suites share runs (plain SAC is the baseline of all three). The summ
     python scripts/benchmark_learning.py --suite aux --seeds 1 2 3 --jobs 2
     python scripts/benchmark_learning.py --suite olaux --seeds 1 2 3 --jobs 2
     python scripts/benchmark_learning.py --suite core --report-only     # tables and plots from stored runs
+    python scripts/benchmark_learning.py --suite planet --jobs 1 --shard 0/2   # the six PlaNet tasks, half of them
+
+The ``planet`` suite runs the same protocol (100k env steps, 1000 warm-up agent steps, CPU-sized networks,
+evaluation every 10k env steps over 10 episodes) on the six PlaNet-benchmark tasks at the papers' action
+repeats; its records live under ``docs/benchmarks/runs/planet/<task>/`` except cheetah-run's, which is the
+protocol of the other suites and shares their records. Runs already recorded are skipped, so a suite can be
+stopped, restarted and split over machines with ``--shard i/n``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,12 @@ SUITES = {
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
     "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux"],
 }
+#: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
+PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
+                "ball_in_cup-catch": 4, "walker-walk": 2}
+PLANET_VARIANTS = ["sac", "a2_winner_v", "forward_dynamics", "five_fixed"]
+ENV_STEPS = 100_000
+WARMUP = 1000
 KEEP_TAGS = ("eval/return", "eval/env_steps", "train/episode_return", "train/env_steps")
 
 
@@ -61,26 +74,47 @@ def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
 
 
-def run_one(variant: str, seed: int, max_steps: int | None, tag: str) -> dict:
-    """Train one (variant, seed) with the real CLI; store and return its curves."""
-    out = RUNS / tag / variant / f"seed{seed}.json"
+def record_path(variant: str, seed: int, tag: str, task: str = "cheetah-run") -> Path:
+    """Where the record of one run lives (cheetah-run's are shared by every suite)."""
+    folder = RUNS / tag if task == "cheetah-run" else RUNS / "planet" / task
+    return folder / variant / f"seed{seed}.json"
+
+
+def task_arguments(task: str) -> list[str]:
+    """Command-line settings of one PlaNet task: its action repeat and the updates that spend 100k env steps."""
+    if task == "cheetah-run":
+        return []  # the config's own protocol; keeps the command (and the record) of the other suites
+    repeat = PLANET_TASKS[task]
+    return [f"--data.task={task}", f"--data.action_repeat={repeat}",
+            f"--trainer.max_steps={ENV_STEPS // repeat - WARMUP}"]
+
+
+def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str = "cheetah-run") -> dict:
+    """Train one (task, variant, seed) with the real CLI; store and return its curves."""
+    out = record_path(variant, seed, tag, task)
     if out.exists():
         return json.loads(out.read_text())
+    args = ["fit", f"--config={CONFIG.relative_to(ROOT)}", f"--seed_everything={seed}",
+            *task_arguments(task), *VARIANTS[variant]]
+    if max_steps:
+        args.append(f"--trainer.max_steps={max_steps}")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "a2ls_lightning.cli", "fit", f"--config={CONFIG}", f"--seed_everything={seed}",
-               f"--trainer.default_root_dir={tmp}", *VARIANTS[variant]]
-        if max_steps:
-            cmd.append(f"--trainer.max_steps={max_steps}")
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "a2ls_lightning.cli", *args, f"--trainer.default_root_dir={tmp}"]
+        # The package of this checkout, whatever is installed; one thread per run (see the README's threads note).
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         start = time.time()
-        proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
+        proc = subprocess.run(cmd, env=env, text=True, capture_output=True, cwd=ROOT)
         if proc.returncode != 0:
-            raise RuntimeError(f"{variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
-        result = {"variant": variant, "seed": seed, "seconds": time.time() - start, "command": " ".join(cmd),
-                  "scalars": _scalars(Path(tmp))}
+            raise RuntimeError(f"{task} {variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
+        # Stored relative to the repository: no path of the machine it ran on.
+        result = {"task": task, "variant": variant, "seed": seed, "seconds": time.time() - start,
+                  "command": " ".join(["python -m a2ls_lightning.cli", *args]), "scalars": _scalars(Path(tmp))}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result))
-    print(f"  done {variant} seed {seed}: final eval/return {result['scalars']['eval/return'][-1][1]:.1f} "
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result))
+    os.replace(tmp_out, out)
+    print(f"  done {task} {variant} seed {seed}: final eval/return {result['scalars']['eval/return'][-1][1]:.1f} "
           f"in {result['seconds'] / 60:.1f} min", flush=True)
     return result
 
@@ -170,13 +204,26 @@ def plot_weights(suite: str, tag: str) -> Path | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=sorted(SUITES), default="core")
+    parser.add_argument("--suite", choices=sorted([*SUITES, "planet"]), default="core")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--max-steps", type=int, default=None, help="fewer updates (a quick check, stored apart)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n interleaved parts of the job list")
     args = parser.parse_args()
     tag = "full" if args.max_steps is None else f"steps{args.max_steps}"
+    if args.suite == "planet":
+        index, count = (int(x) for x in args.shard.split("/"))
+        # Seed-major order: a partial run covers every task with the first seed before any second seed.
+        jobs = [(t, v, s) for s in args.seeds for t in PLANET_TASKS for v in PLANET_VARIANTS]
+        # Shards split the full list (not what is left), so machines never pick the same run.
+        todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
+        print(f"planet: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run",
+              flush=True)
+        if not args.report_only:
+            with ThreadPoolExecutor(args.jobs) as pool:
+                list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+        return
     if not args.report_only:
         jobs = [(v, s) for s in args.seeds for v in SUITES[args.suite]]
         with ThreadPoolExecutor(args.jobs) as pool:
