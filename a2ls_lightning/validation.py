@@ -1,9 +1,60 @@
-"""Argument validation shared by the public classes: one-line ``ValueError`` messages that name the field."""
+"""One-line errors for bad settings, shared by every layer: each message names the field and what is allowed.
+
+All checks raise ``ValueError`` with a single line; the ``a2ls`` command prints it as ``a2ls: error: ...``
+(``A2LS_DEBUG=1`` shows the traceback).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
 
 
 def check(condition: bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``condition``; ``message`` names the field and what is allowed."""
     if not condition:
         raise ValueError(message)
+
+
+def check_number(field: str, value: Any, low: float | None = None, strict: bool = False,
+                 high: float | None = None) -> float:
+    """``float(value)`` if it is a finite number within the bounds, else a ``ValueError`` naming ``field``.
+
+    Args:
+        field: the setting's name as the user writes it (``FixedWeights.weights``, ``model.actor_lr``).
+        value: what was given; booleans, ``inf`` and ``nan`` are refused.
+        low: smallest allowed value (``>= low``; ``> low`` when ``strict``), or ``None``.
+        strict: the lower bound is exclusive.
+        high: largest allowed value (inclusive), or ``None``.
+    """
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bounds = [f"{'>' if strict else '>='} {low}"] if low is not None else []
+        bounds += [f"<= {high}"] if high is not None else []
+        raise ValueError(f"{field}={value!r} is not allowed; allowed: a finite number{' ' if bounds else ''}"
+                         f"{' and '.join(bounds)}")
+    return float(value)
+
+
+def check_integer(field: str, value: Any, low: int) -> int:
+    """``value`` if it is an integer ``>= low`` (not a bool), else a ``ValueError`` naming ``field``."""
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+          f"{field}={value!r} must be an integer >= {low}")
+    return value
+
+
+def check_choice(field: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` listing them."""
+    if value not in allowed:
+        raise ValueError(f"{field}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
+def one_line(error: BaseException | str) -> str:
+    """The text of ``error`` on one line (third-party messages often span several)."""
+    return " ".join(str(error).split())

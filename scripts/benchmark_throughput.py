@@ -47,8 +47,8 @@ class FixedBatchData(pl.LightningDataModule):
 
     transfer_batch_to_device = ReplayDataModule.transfer_batch_to_device
 
-    def evaluation_due(self, final: bool = False) -> bool:
-        return False
+    def evaluate_if_due(self, policy) -> None:
+        return None
 
     def counters(self):
         return self.source.counters()

@@ -66,7 +66,7 @@ def _train(job: tuple[dict, str, dict, int, int, str]) -> dict:
     base, variant, aux, seed, budget_steps, root = job
     import torch
 
-    from a2ls_lightning.search.training import budget_for, quiet, train_run
+    from a2ls_lightning.search.objective import budget_for, quiet, train_run
 
     torch.set_num_threads(1)
     quiet()
@@ -154,7 +154,7 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from a2ls_lightning.search.cli import main as search_main
+    from a2ls_lightning.cli.search import main as search_main
     from a2ls_lightning.search.report import load_results, write_report
 
     config = _search_config(scale["base"], args, run_dir)

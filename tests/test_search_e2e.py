@@ -18,10 +18,17 @@ import optuna
 import pytest
 import yaml
 
-from a2ls_lightning.search.ledger import ATTR_CURVES, ATTR_SPEC, ATTR_STAGE, ATTR_WORKER, Ledger, claim_of
+from a2ls_lightning.search.objective import budget_for
+from a2ls_lightning.search.runner import open_storage
+from a2ls_lightning.search.sampler import (
+    ATTR_CURVES,
+    ATTR_SPEC,
+    ATTR_STAGE,
+    ATTR_WORKER,
+    Ledger,
+    claim_of,
+)
 from a2ls_lightning.search.settings import load_search_config
-from a2ls_lightning.search.storage import open_storage
-from a2ls_lightning.search.training import budget_for
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,11 +63,11 @@ def test_shipped_search_configs_are_valid():
 
 
 def test_tiny_search_with_two_worker_processes(tmp_path):
-    from a2ls_lightning.search.cli import main
+    from a2ls_lightning.cli.search import main
 
     config = tiny_config(tmp_path, population=4, stages=2)
     main(["--config", str(config), "--workers", "2"])
-    trials, ledger = trials_of(config)
+    _, ledger = trials_of(config)
     assert ledger.complete
     holders = [ledger.holders[key] for key in sorted(ledger.holders)]
     assert len(holders) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in holders)
@@ -76,11 +83,11 @@ def test_tiny_search_with_two_worker_processes(tmp_path):
 
 
 def test_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(tmp_path):
-    from a2ls_lightning.search.cli import main
+    from a2ls_lightning.cli.search import main
 
     config = tiny_config(tmp_path, population=2, stages=2, workers=1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    worker = subprocess.Popen([sys.executable, "-m", "a2ls_lightning.search.cli", "--config", str(config)],
+    worker = subprocess.Popen([sys.executable, "-m", "a2ls_lightning.cli", "search", "--config", str(config)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # wait until one candidate is finished and the next one is training, then kill the worker
         deadline = time.time() + 150

@@ -23,9 +23,8 @@ import pytest
 import yaml
 
 from a2ls_lightning.search import FitnessObjective, SearchSettings
-from a2ls_lightning.search.ledger import ATTR_SPEC, ATTR_WORKER, Ledger
-from a2ls_lightning.search.runner import run_worker
-from a2ls_lightning.search.storage import open_storage, open_study
+from a2ls_lightning.search.runner import open_storage, open_study, run_worker
+from a2ls_lightning.search.sampler import ATTR_SPEC, ATTR_WORKER, Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -76,7 +75,7 @@ def postgres_url():
         yield f"postgresql://a2ls@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, timeout=120)
+                       capture_output=True, timeout=120, check=False)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -108,7 +107,7 @@ def test_two_workers_on_two_commands_join_one_study(postgres_url, tmp_path):
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "a2ls_lightning.search.cli", "--config", str(path)]
+    command = [sys.executable, "-m", "a2ls_lightning.cli", "search", "--config", str(path)]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1.0)
     second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -17,7 +17,9 @@ import pytest
 
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
 from a2ls_lightning.search import FitnessObjective, SearchSettings
-from a2ls_lightning.search.ledger import (
+from a2ls_lightning.search.report import PATTERNS, pattern_table
+from a2ls_lightning.search.runner import open_storage, open_study, run_worker
+from a2ls_lightning.search.sampler import (
     ATTR_ASSIGNED_AT,
     ATTR_ERROR,
     ATTR_IDLE,
@@ -29,14 +31,11 @@ from a2ls_lightning.search.ledger import (
     Ledger,
     claim_of,
 )
-from a2ls_lightning.search.patterns import PATTERNS, pattern_table
-from a2ls_lightning.search.runner import run_worker
 from a2ls_lightning.search.space import Genome, SearchSpace
-from a2ls_lightning.search.storage import open_storage, open_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-FAST = dict(poll_seconds=0.01, claim_settle_seconds=0.0)
+FAST = {"poll_seconds": 0.01, "claim_settle_seconds": 0.0}
 
 
 def settings(tmp_path: Path, **overrides) -> SearchSettings:
@@ -217,7 +216,7 @@ def test_a_dead_workers_slot_is_trained_again_and_nothing_else_repeats(tmp_path)
 
 def test_intermediate_values_feed_the_pruner(tmp_path, monkeypatch):
     from a2ls_lightning.search import objective as objective_module
-    from a2ls_lightning.search.training import Budget
+    from a2ls_lightning.search.objective import Budget
 
     class AlwaysPrune(optuna.pruners.BasePruner):
         def prune(self, study, trial) -> bool:
@@ -333,7 +332,7 @@ def _write_config(tmp_path: Path, search: dict, data: dict | None = None) -> Pat
     ({}, {"batch_size": 0}, "batch_size=0 must be >= 1"),
 ])
 def test_the_command_fails_before_any_training(tmp_path, search, data, message):
-    from a2ls_lightning.search.cli import main
+    from a2ls_lightning.cli.search import main
 
     with pytest.raises(ValueError) as info:
         main(["--config", str(_write_config(tmp_path, search, data))])
@@ -362,7 +361,7 @@ def test_a_trial_asked_after_the_end_is_idle_and_claims_nothing(tmp_path):
 
 def test_a_candidate_whose_training_raises_is_recorded_and_not_retried(tmp_path, monkeypatch):
     from a2ls_lightning.search import objective as objective_module
-    from a2ls_lightning.search.training import Budget
+    from a2ls_lightning.search.objective import Budget
 
     calls: list[str] = []
 

@@ -113,3 +113,17 @@ def test_auxiliary_losses_train_and_set_the_slice_length(tmp_path):
     assert module.required_slice_length == 10 and data.replay.sampler.slice_length == 10
     for name in ("train/aux_fwd_loss", "train/aux_v_loss"):
         assert math.isfinite(float(trainer.callback_metrics[name]))
+
+
+def test_embedded_actions_and_rewards_are_trained_through_the_module(tmp_path):
+    module = tiny_module(aux_losses={"v": "a2_winner_v"}, aux_embed_actions_rewards=True)
+    data = tiny_data(eval_episodes=0)
+    trainer = tiny_trainer(tmp_path, 6)
+    trainer.fit(module, data)
+    aux = module.learner.aux_losses["v"]
+    assert aux.action_embedding is not None and aux.reward_embedding is not None
+    before = {n: p.detach().clone() for n, p in aux.named_parameters() if "embedding" in n}
+    trainer = tiny_trainer(tmp_path, 12)
+    trainer.fit(module, data)
+    moved = [n for n, p in aux.named_parameters() if "embedding" in n and not torch.equal(p, before[n])]
+    assert moved, "the embedders received no update"

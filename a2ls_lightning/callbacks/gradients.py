@@ -16,7 +16,7 @@ shared parameters (the encoder), each update. Two exact ways to get them:
 
 ``"batched"``
     One ``autograd.grad(stack(losses), shared, grad_outputs=eye(K+1), is_grads_batched=True)`` call
-    (REFERENCES.md §2), followed by an ordinary backward of the weighted sum. vmap pushes all ``K+1``
+    (``torch.autograd.grad`` with batched cotangents), followed by an ordinary backward of the weighted sum. vmap pushes all ``K+1``
     cotangents through every head, so with a large main head (twin Q) it costs about 2.7x a fixed-weight
     update on CPU; it can pay off where the shared encoder dominates and heads are tiny (pixels, GPU).
     Ops without a batching rule make it fall back to the per-loss loop for the shared gradients.

@@ -8,7 +8,7 @@ accumulated; every ``n_steps`` updates
 
 i.e. gradient ascent on how fast the main loss decreases (Algorithm 1, Eq. 7).
 
-Choices, after the authors' re-implementation (shared/REFERENCES.md §2):
+Choices, after the authors' re-implementation (``Xingyu-Lin/auxiliary-tasks-rl``, ``olaux/``):
 
 - ``lr`` is the whole factor on the summed dot products, ``β·α`` in the paper's notation (5e-3 by default).
   The paper's toy problem (§5.1, ``scripts/olaux_toy.py``) quotes ``β = 1e-2``: its Figure 2 is reproduced
@@ -42,7 +42,8 @@ from a2ls_lightning.callbacks.gradients import (
     all_reduce_mean,
     dot_with_main,
 )
-from a2ls_lightning.callbacks.weighting import AuxWeighting, check_choice, check_number, log_balanced
+from a2ls_lightning.callbacks.weighting import AuxWeighting, log_balanced
+from a2ls_lightning.validation import check_choice, check_number
 
 
 class OLAux(AuxWeighting):

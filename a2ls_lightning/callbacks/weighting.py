@@ -1,10 +1,10 @@
 """The auxiliary-loss weighting contract and the simple rules: fixed weights, gradient balancing, cosine gating.
 
-The contract (shared/DESIGN.md): a LightningModule exposes ``shared_parameters()`` (the encoder) and, in
-``training_step``, backpropagates ``self.aux_weighting.combine(main_loss, aux_losses, shared_parameters)``
-with ``aux_losses`` a dict ``name → scalar``. A weighting callback installs itself as
-``pl_module.aux_weighting`` in ``setup``; without one the module uses :func:`default_weighting` (fixed
-weights of 1). Names are discovered at the first ``combine``. Under DDP, rules that look at gradients
+The contract (:class:`a2ls_lightning.weighting.AuxWeightingProtocol`): a LightningModule exposes
+``shared_parameters()`` (the encoder) and, in ``training_step``, backpropagates
+``self.aux_weighting.combine(main_loss, aux_losses, shared_parameters)`` with ``aux_losses`` a dict
+``name → scalar``. A weighting callback installs itself as ``pl_module.aux_weighting`` in ``setup``; without
+one the module uses fixed weights of 1 (:class:`~a2ls_lightning.weighting.UnitWeights`). Names are discovered at the first ``combine``. Under DDP, rules that look at gradients
 average them over the ranks first, so every rank takes the same decision. ``combine`` must then be called
 on every rank the same number of times (it is a collective).
 
@@ -18,7 +18,6 @@ Example (see docs/weighting_contract.md for a runnable module)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -33,10 +32,12 @@ from a2ls_lightning.callbacks.gradients import (
     all_reduce_mean,
     dot_with_main,
 )
+from a2ls_lightning.validation import check_choice, check_number
 
 
 class AuxWeighting(pl.Callback):
-    """Base class: turns a main loss and named auxiliary losses into the loss to backpropagate.
+    """Base class of the weighting callbacks (they implement :class:`~a2ls_lightning.weighting.AuxWeightingProtocol`):
+    turns a main loss and named auxiliary losses into the loss to backpropagate.
 
     Subclasses implement :meth:`_combine`. ``weights`` maps each auxiliary-loss name to its current weight;
     it is logged as ``aux_weight/<name>`` on the steps where Lightning writes logs (``log_every_n_steps``).
@@ -129,24 +130,6 @@ def log_balanced(losses: Sequence[Tensor], names: Sequence[str], eps: float, fie
                 raise ValueError(f"{field}: loss {name!r} = {value:.4g} but log balancing needs loss + {eps} > 0; "
                                  "use non-negative losses or switch log balancing off")
     return [torch.log(loss + eps) for loss in losses]
-
-
-def check_number(field: str, value: Any, low: float | None = None, strict: bool = False) -> float:
-    """``float(value)`` if it is a finite number (``>= low``, or ``> low`` when ``strict``), else ValueError."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if not ok:
-        bound = "" if low is None else f" {'>' if strict else '>='} {low}"
-        raise ValueError(f"{field}={value!r} is not allowed; allowed: a finite number{bound}")
-    return float(value)
-
-
-def check_choice(field: str, value: Any, allowed: Sequence[str]) -> Any:
-    """``value`` if it is one of ``allowed``, else ValueError listing them."""
-    if value not in allowed:
-        raise ValueError(f"{field}={value!r} is not allowed; allowed: {', '.join(allowed)}")
-    return value
 
 
 class FixedWeights(AuxWeighting):

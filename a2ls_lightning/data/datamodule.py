@@ -13,20 +13,26 @@ each rank reads back its own file on resume.
 
 from __future__ import annotations
 
-import os
-import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from tensordict import TensorDictBase
 
 from a2ls_lightning.data.collector import EpisodeCollector, Policy
 from a2ls_lightning.data.envs import default_action_repeat, make_env, parse_task
+from a2ls_lightning.data.evaluation import EvalListener, Evaluator
 from a2ls_lightning.data.replay import SequenceReplay
+from a2ls_lightning.data.snapshots import (
+    SNAPSHOT_FOLDER,
+    find_snapshot,
+    prune_snapshots,
+    rng_state,
+    set_rng_state,
+    write_snapshot,
+)
 from a2ls_lightning.validation import check
 
 #: Offset between the training and the evaluation environment's seed (per rank: ``seed + rank``).
@@ -108,32 +114,19 @@ class ReplayDataModule(pl.LightningDataModule):
         check(buffer_device in ("cpu", "auto"), f"buffer_device={buffer_device!r}; allowed: cpu, auto")
         check(keep_replay_snapshots >= 1, f"keep_replay_snapshots={keep_replay_snapshots} must be >= 1")
         self.save_hyperparameters()
-        self.task = task
-        self.from_pixels = from_pixels
-        self.action_repeat = default_action_repeat(task) if action_repeat is None else action_repeat
-        self.frame_stack = frame_stack if from_pixels else 1
-        self.image_size = image_size
-        self.capacity = capacity
-        self.batch_size = batch_size
-        self.slice_length = slice_length
-        self.warmup_steps = warmup_steps
-        self.env_steps_per_update = env_steps_per_update
-        self.eval_interval = eval_interval
-        self.eval_episodes = eval_episodes
-        self.seed = seed
-        self.buffer_device = buffer_device
-        self.keep_replay_snapshots = keep_replay_snapshots
         self.policy: Policy | None = None
         self.collector: EpisodeCollector | None = None
         self.replay: SequenceReplay | None = None
-        self._next_eval = eval_interval
+        self.evaluator: Evaluator | None = None
+        self._eval_listeners: list[EvalListener] = []
 
     # --- what the module needs to build its networks -------------------------------------------------
     @property
     def observation_shape(self) -> tuple[int, ...]:
         """``(D,)`` for state, ``(3 · frame_stack, image_size, image_size)`` for pixels (before cropping)."""
-        if self.from_pixels:
-            return (3 * self.frame_stack, self.image_size, self.image_size)
+        hp = self.hparams
+        if hp.from_pixels:
+            return (3 * hp.frame_stack, hp.image_size, hp.image_size)
         env = self.collector.env if self.collector is not None else self._make_env(0)
         return tuple(env.observation_spec["observation"].shape)
 
@@ -142,8 +135,20 @@ class ReplayDataModule(pl.LightningDataModule):
         env = self.collector.env if self.collector is not None else self._make_env(0)
         return int(env.action_spec.shape[-1])
 
+    @property
+    def action_repeat(self) -> int:
+        """Control steps per agent step (the setting, or the papers' per-domain value when it is null)."""
+        repeat = self.hparams.action_repeat
+        return default_action_repeat(self.hparams.task) if repeat is None else repeat
+
+    @property
+    def frame_stack(self) -> int:
+        """Frames per observation: ``frame_stack`` for pixels, 1 for state."""
+        return self.hparams.frame_stack if self.hparams.from_pixels else 1
+
     def _make_env(self, seed: int):
-        return make_env(self.task, self.from_pixels, self.action_repeat, self.image_size, seed=seed)
+        hp = self.hparams
+        return make_env(hp.task, hp.from_pixels, self.action_repeat, hp.image_size, seed=seed)
 
     @property
     def rank(self) -> int:
@@ -160,16 +165,18 @@ class ReplayDataModule(pl.LightningDataModule):
             return
         module = self.trainer.lightning_module if self.trainer is not None else None
         needed = slice_length or getattr(module, "required_slice_length", 2)
-        if self.slice_length is not None and self.slice_length < needed:
-            raise ValueError(f"slice_length={self.slice_length} is shorter than the {needed} states the module needs")
-        length = self.slice_length or needed
+        hp = self.hparams
+        if hp.slice_length is not None and hp.slice_length < needed:
+            raise ValueError(f"slice_length={hp.slice_length} is shorter than the {needed} states the module needs")
+        length = hp.slice_length or needed
         device = "cpu"
-        if self.buffer_device == "auto" and module is not None:
+        if hp.buffer_device == "auto" and module is not None:
             device = str(self.trainer.strategy.root_device)
-        seed = self.seed + self.rank
-        self.replay = SequenceReplay(self.capacity, self.batch_size, length, self.frame_stack, device, seed=seed)
+        seed = hp.seed + self.rank
+        self.replay = SequenceReplay(hp.capacity, hp.batch_size, length, self.frame_stack, device, seed=seed)
         self.collector = EpisodeCollector(self._make_env(seed), self.replay, self.frame_stack, seed=seed)
-        self.eval_collector = EpisodeCollector(self._make_env(seed + EVAL_SEED_OFFSET), None, self.frame_stack)
+        eval_collector = EpisodeCollector(self._make_env(seed + EVAL_SEED_OFFSET), None, self.frame_stack)
+        self.evaluator = Evaluator(eval_collector, hp.eval_interval, hp.eval_episodes, self._eval_listeners)
         if policy is not None:
             self.policy = policy
         elif module is not None:
@@ -192,27 +199,24 @@ class ReplayDataModule(pl.LightningDataModule):
         """Collect (warm-up first, then ``env_steps_per_update`` policy steps) and sample one ``[B, L]`` batch."""
         collector, replay = self.collector, self.replay
         assert collector is not None and replay is not None, "call setup() first"
-        while collector.agent_steps < self.warmup_steps:
+        while collector.agent_steps < self.hparams.warmup_steps:
             collector.step(None)
-        for _ in range(self.env_steps_per_update):
+        for _ in range(self.hparams.env_steps_per_update):
             collector.step(self.policy)
         while replay.num_slices == 0:  # tiny warm-ups: no whole slice yet
             collector.step(self.policy)
         return replay.sample()
 
-    def evaluation_due(self, final: bool = False) -> bool:
-        """True when the env steps crossed the next ``eval_interval`` mark (or at the end, ``final``)."""
-        if self.eval_episodes == 0 or self.collector is None:
-            return False
-        return final or self.collector.env_steps >= self._next_eval
+    def add_eval_listener(self, listener: EvalListener) -> None:
+        """Call ``listener(env_steps, mean eval return)`` after every evaluation (e.g. to record a learning curve);
+        it may raise to stop the run. Can be called before or after ``setup``."""
+        self._eval_listeners.append(listener)
 
-    def evaluate(self, policy: Policy) -> float:
-        """Mean return of ``eval_episodes`` episodes of the deterministic ``policy`` on the evaluation env."""
-        assert self.collector is not None
-        returns = [self.eval_collector.run_episode(policy) for _ in range(self.eval_episodes)]
-        steps = self.collector.env_steps
-        self._next_eval = (steps // self.eval_interval + 1) * self.eval_interval
-        return float(np.mean(returns))
+    def evaluate_if_due(self, policy: Policy) -> float | None:
+        """At the end of an update: run the evaluation if it is due (see :class:`Evaluator`); its mean or None."""
+        if self.evaluator is None or self.trainer is None:
+            return None
+        return self.evaluator.maybe_evaluate(self.trainer, policy, self.collector.env_steps)
 
     def counters(self) -> dict[str, float]:
         """Env steps, episodes, physics errors and the last finished training episode's return."""
@@ -225,69 +229,40 @@ class ReplayDataModule(pl.LightningDataModule):
             "episode_return": c.last_episode_return,
         }
 
-    # --- checkpoints: each rank writes its own side file -------------------------------------------------
+    # --- checkpoints: each rank writes its own side file (see data/snapshots.py) --------------------------
     def _snapshot_dir(self) -> Path:
         trainer = self.trainer
         ckpt = getattr(trainer, "checkpoint_callback", None)
         base = getattr(ckpt, "dirpath", None) or trainer.default_root_dir
-        return Path(base) / "replay"
+        return Path(base) / SNAPSHOT_FOLDER
 
     def state_dict(self) -> dict[str, Any]:
         if self.collector is None or self.trainer is None:
             return {}
         folder = self._snapshot_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"step{self.trainer.global_step:09d}-rank{{rank}}.pt"
         payload = {
             "replay": self.replay.state_dict(),
             "collector": self.collector.state_dict(),
-            "eval_collector": self.eval_collector.state_dict(),
-            "next_eval": self._next_eval,
-            "rng": _rng_state(),
+            **self.evaluator.state_dict(),
+            "rng": rng_state(),
         }
-        path = folder / name.format(rank=self.rank)
-        torch.save(payload, str(path) + ".tmp")
-        os.replace(str(path) + ".tmp", path)  # a killed writer never leaves a half file under the real name
-        self._prune(folder)
-        return {"snapshot": str(folder / name), "world_size": self.trainer.world_size}
-
-    def _prune(self, folder: Path) -> None:
-        mine = sorted(folder.glob(f"step*-rank{self.rank}.pt"))
-        for old in mine[: -self.keep_replay_snapshots]:
-            old.unlink(missing_ok=True)
+        recorded = write_snapshot(folder, self.trainer.global_step, self.rank, payload)
+        prune_snapshots(folder, self.rank, self.hparams.keep_replay_snapshots)
+        return {"snapshot": recorded, "world_size": self.trainer.world_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
         if self.collector is None:
             self.setup("fit")
-        path = Path(state_dict["snapshot"].format(rank=self.rank))
         if state_dict["world_size"] != self.trainer.world_size:
             raise ValueError(
                 f"the checkpoint was written by {state_dict['world_size']} ranks but this run has "
                 f"{self.trainer.world_size}: replay buffers are per rank"
             )
-        if not path.exists():
-            raise FileNotFoundError(f"replay snapshot {path} of this checkpoint is missing (keep_replay_snapshots)")
+        path = find_snapshot(state_dict["snapshot"], self.rank, self.trainer.ckpt_path)
         payload = torch.load(path, weights_only=False)
         self.replay.load_state_dict(payload["replay"])
         self.collector.load_state_dict(payload["collector"])
-        self.eval_collector.load_state_dict(payload["eval_collector"])
-        self._next_eval = payload["next_eval"]
-        _set_rng_state(payload["rng"])
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
+        self.evaluator.load_state_dict(payload)
+        set_rng_state(payload["rng"])

@@ -32,7 +32,7 @@ from dm_control.rl import control
 from dm_env import specs
 from torchrl.envs import DMControlWrapper
 
-#: CURL/A2LS action repeat per domain (REFERENCES §1); other domains use 4.
+#: CURL/A2LS action repeat per domain (CURL, Laskin et al. 2020; A2LS); other domains use 4.
 DEFAULT_ACTION_REPEAT = {
     "cartpole": 8,
     "finger": 2,

@@ -9,7 +9,7 @@ own with ``has_action=False``. So a pixel transition costs about one frame (CURL
 Sampling is done by :class:`EpisodeSliceSampler`, a TorchRL :class:`~torchrl.data.replay_buffers.Sampler` that
 keeps the set of valid slice starts *incrementally* (O(L) work per written entry, O(B) per sample). TorchRL's
 ``SliceSampler`` recomputes episode boundaries on every call (about 6x a minimal numpy sampler here, see
-REFERENCES §4 and ``scripts/benchmark_sampling.py``), marks slice ends as truncated, and cannot look back for
+``scripts/benchmark_sampling.py``), marks slice ends as truncated, and cannot look back for
 frame stacks; hence this sampler. A start is valid when its whole window (the look-back for the frame stack
 included) lies in one episode and has not been overwritten, so slices never cross episodes, the buffer's
 wrap-around, or a resume.

@@ -16,10 +16,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
-from a2ls_lightning.callbacks.weighting import default_weighting
 from a2ls_lightning.modules.encoders import ENCODERS
 from a2ls_lightning.modules.learner import SACLearner
 from a2ls_lightning.validation import check
+from a2ls_lightning.weighting import AuxWeightingProtocol, UnitWeights
 
 
 class SACModule(pl.LightningModule):
@@ -50,6 +50,8 @@ class SACModule(pl.LightningModule):
         log_std_max: upper bound of the actor's log standard deviation.
         aux_losses: auxiliary losses by name: an ``AuxLossSpec``, a preset name (``a2_winner_v``) or the text
             form (see ``a2ls losses``); empty means plain SAC.
+        aux_embed_actions_rewards: embed each input action and reward of the auxiliary losses to
+            ``feature_dim`` with a small MLP before the predictor (as the A2LS code does); off: raw inputs.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class SACModule(pl.LightningModule):
         log_std_min: float = -10.0,
         log_std_max: float = 2.0,
         aux_losses: Mapping[str, Any] | None = None,
+        aux_embed_actions_rewards: bool = False,
     ) -> None:
         super().__init__()
         check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
@@ -99,7 +102,9 @@ class SACModule(pl.LightningModule):
         self.automatic_optimization = False
         self.aux_specs = _coerce_aux_losses(aux_losses)
         self.learner: SACLearner | None = None
-        self.aux_weighting: Any = None  # installed by a weighting callback in its setup, else fixed weights of 1
+        #: The auxiliary-loss weighting rule: a weighting callback installs itself here in its ``setup``;
+        #: with none, every auxiliary weight is 1.
+        self.aux_weighting: AuxWeightingProtocol | None = None
         self._clock: tuple[float, int, float] | None = None
         self._actor_metrics: dict[str, torch.Tensor] = {}
 
@@ -107,7 +112,9 @@ class SACModule(pl.LightningModule):
     @property
     def required_slice_length(self) -> int:
         """States per replay slice this module needs: 2 for SAC, the longest auxiliary horizon + 1."""
-        return max([2, *(spec.horizon + 1 for spec in self.aux_specs.values())])
+        from a2ls_lightning.modules.auxiliary import required_window
+
+        return max(2, required_window(self.aux_specs.values()))
 
     def build(self, obs_shape: tuple[int, ...], action_dim: int) -> None:
         """Create the networks for observations of ``obs_shape`` and ``action_dim`` actions (idempotent)."""
@@ -119,7 +126,7 @@ class SACModule(pl.LightningModule):
                    f"crop_size={hp.crop_size} must be <= the image size {obs_shape[1]}")
         layers = hp.encoder_layers or (4 if hp.encoder == "pixel" else 1)
         feature_dim = obs_shape[0] if hp.encoder == "identity" else hp.feature_dim
-        aux_modules = _build_aux_modules(self.aux_specs, feature_dim, action_dim)
+        aux_modules = _build_aux_modules(self.aux_specs, feature_dim, action_dim, hp.aux_embed_actions_rewards)
         self.learner = SACLearner(
             obs_shape=tuple(obs_shape),
             action_dim=action_dim,
@@ -148,7 +155,7 @@ class SACModule(pl.LightningModule):
             # that some parameters may go unused in an iteration (their grads then stay None and Adam skips them).
             strategy._ddp_kwargs["find_unused_parameters"] = True
         if self.aux_weighting is None:
-            self.aux_weighting = default_weighting()
+            self.aux_weighting = UnitWeights()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.learner is None and "env_spec" in checkpoint:
@@ -222,18 +229,8 @@ class SACModule(pl.LightningModule):
         self._clock = (now, update, env_steps)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        dm = self.trainer.datamodule
-        final = self.trainer.max_steps > 0 and self.trainer.global_step >= self.trainer.max_steps
-        if dm.evaluation_due(final=final):
-            value = torch.tensor(dm.evaluate(self.act_deterministic), device=self.device)
-            value = self.trainer.strategy.reduce(value, reduce_op="mean")  # every rank evaluated its own env
-            metrics = {"eval/return": float(value), "eval/env_steps": float(dm.collector.env_steps)}
-            # Straight to the loggers: `self.log` reaches them only on `log_every_n_steps` boundaries.
-            for logger in self.loggers:
-                logger.log_metrics(metrics, step=self.global_step)
-            # For the progress bar and callbacks (ModelCheckpoint monitor) only: through `self.log` the value would
-            # be written to the loggers again at every later log step.
-            self.log("eval/return", value, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners).
+        self.trainer.datamodule.evaluate_if_due(self.act_deterministic)
 
 
 def check_precision(precision: str) -> None:
@@ -259,9 +256,9 @@ def _coerce_aux_losses(aux_losses: Mapping[str, Any] | None) -> dict:
     return out
 
 
-def _build_aux_modules(specs: dict, feature_dim: int, action_dim: int) -> dict:
+def _build_aux_modules(specs: dict, feature_dim: int, action_dim: int, embed_actions_rewards: bool) -> dict:
     if not specs:
         return {}
     from a2ls_lightning.modules.auxiliary import AuxLoss
 
-    return {name: AuxLoss(spec, feature_dim, action_dim) for name, spec in specs.items()}
+    return {name: AuxLoss(spec, feature_dim, action_dim, embed_actions_rewards) for name, spec in specs.items()}

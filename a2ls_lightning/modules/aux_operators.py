@@ -1,7 +1,7 @@
 """Similarity operators of the A2LS auxiliary-loss space.
 
 An operator turns a batch of predictions ``P`` and targets ``T`` (both ``[B, D]``) into a scalar loss.
-Five operators exist, each with and without in-batch negatives (REFERENCES §1):
+Five operators exist, each with and without in-batch negatives (A2LS, He et al. 2022, arXiv 2210.06041, §4.1):
 
 ========== ===================================== ==================================================
 operator   without negatives                     with in-batch negatives

@@ -1,7 +1,7 @@
 """The A2LS auxiliary-loss space: :class:`AuxLossSpec`, its text form, flags and presets.
 
 A loss is a horizon ``H``, a set of input elements, a set of target elements and an operator
-(REFERENCES §1). Elements come from a window of ``H`` transitions starting at step ``t``:
+(A2LS, He et al. 2022, arXiv 2210.06041, §4.1). Elements come from a window of ``H`` transitions starting at step ``t``:
 ``("s", i)`` is the state ``s[t+i]`` for ``i`` in ``0..H`` (``i = H`` is the official ``s_`` bit),
 ``("a", i)`` and ``("r", i)`` the action and reward at ``t+i`` for ``i`` in ``0..H-1``.
 
@@ -354,7 +354,7 @@ class AuxLossSpec:
         return cls.parse(PRESET_TEXTS[name])
 
 
-#: Named losses in text form. Decoded from REFERENCES §1 and the paper's Table 1:
+#: Named losses in text form. Decoded from the A2LS paper's official flags and its Table 1:
 #: - a2_winner / a2_winner_v: the official flags of the discovered losses (see the tests for the flags).
 #: - curl: two random crops of s_t, bilinear with in-batch negatives.
 #: - spr: SPR's self-predictive loss with its K = 5 steps (an MLP predictor here, not SPR's

@@ -1,25 +1,27 @@
-"""Automated auxiliary-loss search (A2LS's evolution) on Optuna.
+"""Automated auxiliary-loss search on Optuna: the evolution of A2LS (He et al. 2022, "Reinforcement Learning
+with Automated Auxiliary Loss Search", arXiv 2210.06041).
 
-Modules, one concept each:
+Modules, one concept each (the ``a2ls search`` command is :mod:`a2ls_lightning.cli.search`):
 
 - :mod:`.settings`: the ``search:`` section of a search config (:class:`SearchSettings`);
-- :mod:`.space`: the searched space and the unvalidated :class:`Genome`; loss rejection (``SearchSpace.admit``);
-- :mod:`.mutation`: mutation and crossover of genomes;
-- :mod:`.evolution`: a stage's population from the survivors (deterministic in the seed);
-- :mod:`.ledger`: how stages and slots are stored as Optuna trials;
-- :mod:`.sampler`: :class:`EvolutionSampler`, the evolution as an Optuna sampler;
-- :mod:`.storage`: the database (embedded SQLite or a URL) and the study;
-- :mod:`.training`: one training run of the base config on a budget and its evaluation curve;
-- :mod:`.objective`: training (or scoring) a trial's candidate; the fitness;
-- :mod:`.runner`: worker processes;
-- :mod:`.patterns`, :mod:`.report`: the analysis; :mod:`.cli`: ``a2ls search``.
+- :mod:`.space`: the searched space, genomes, loss rejection (``SearchSpace.admit``), mutation, crossover, and
+  each stage's population (:func:`stage_population`, deterministic in the seed);
+- :mod:`.sampler`: how stages and slots are stored as Optuna trials (``Ledger``) and :class:`EvolutionSampler`,
+  the evolution as an Optuna sampler;
+- :mod:`.objective`: one training run on an env-step budget and its learning curve; training (or scoring) a
+  trial's candidate; the fitness;
+- :mod:`.runner`: the database (embedded SQLite or a URL), the study, and the worker processes;
+- :mod:`.report`: the report of a search and its pattern analysis.
 """
 
-from a2ls_lightning.search.evolution import Candidate, stage_population
-from a2ls_lightning.search.objective import CandidateObjective, FitnessObjective, curve_fitness
+from a2ls_lightning.search.objective import (
+    CandidateObjective,
+    FitnessObjective,
+    curve_fitness,
+)
 from a2ls_lightning.search.sampler import EvolutionSampler, candidate_of
 from a2ls_lightning.search.settings import SearchSettings, load_search_config
-from a2ls_lightning.search.space import Genome, SearchSpace
+from a2ls_lightning.search.space import Candidate, Genome, SearchSpace, stage_population
 
 __all__ = [
     "Candidate", "CandidateObjective", "EvolutionSampler", "FitnessObjective", "Genome", "SearchSettings",

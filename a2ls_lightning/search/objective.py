@@ -1,37 +1,171 @@
-"""Objectives: what a worker does with a trial once the sampler gave it a candidate.
+"""What a worker does with a trial's candidate: train it on a budget, record its learning curve, score it.
 
-:class:`CandidateObjective` trains the candidate (real Lightning runs, one per seed) and returns its fitness;
+Training: :func:`train_run` trains the base ``a2ls fit`` config with given auxiliary losses, built by
+:func:`a2ls_lightning.builder.instantiate` exactly as ``a2ls fit --config base.yaml --model.aux_losses=...``
+would, for an env-step :class:`Budget`. The search overrides ``model.aux_losses``, ``seed_everything``,
+``trainer.max_steps`` (from the budget), the root folder, no checkpoints (``ModelCheckpoint`` callbacks are
+dropped), no progress bar, and the logger unless logs are kept. The learning curve comes from the datamodule's
+evaluator (a listener added to it).
+
+Objectives: :class:`CandidateObjective` trains the candidate (one run per seed) and returns its fitness;
 :class:`FitnessObjective` calls an injected function instead (tests, dry runs). Both skip idle trials.
-
 Fitness of one run (``settings.fitness``): ``aulc``, the mean evaluation return over the evaluation curve
-(the area under the learning curve divided by its length: evaluations are evenly spaced); or ``final``, the
+(the area under the learning curve divided by its length: evaluations are evenly spaced), or ``final``, the
 last evaluation. No normalisation: a search runs on one task, so raw returns are comparable. A candidate's
-fitness is the mean over its seeds (all candidates share the seeds: common random numbers).
-
-Intermediate values for the pruner: after every evaluation, the running fitness of the current seed, at step
-``seed_index · budget + env_steps``.
+fitness is the mean over its seeds (all candidates share the seeds: common random numbers). The pruner gets,
+after every evaluation, the running fitness of the current seed at step ``seed_index · budget + env_steps``.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+import math
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
+from a2ls_lightning.builder import instantiate
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
-from a2ls_lightning.search.ledger import ATTR_CURVES, ATTR_ERROR, ATTR_IDLE, ATTR_SEED_FITNESS, ATTR_SLOT, ATTR_STAGE
-from a2ls_lightning.search.sampler import candidate_of
+from a2ls_lightning.search.sampler import (
+    ATTR_CURVES,
+    ATTR_ERROR,
+    ATTR_IDLE,
+    ATTR_SEED_FITNESS,
+    ATTR_SLOT,
+    ATTR_STAGE,
+    candidate_of,
+)
 from a2ls_lightning.search.settings import SearchSettings
-from a2ls_lightning.search.training import Budget, train_run
+from a2ls_lightning.validation import check, one_line
 
-__all__ = ["CandidateError", "CandidateObjective", "FitnessObjective", "curve_fitness"]
+__all__ = [
+    "Budget",
+    "CandidateError",
+    "CandidateObjective",
+    "EvalCallback",
+    "FitnessObjective",
+    "budget_for",
+    "curve_fitness",
+    "identity_config",
+    "quiet",
+    "train_run",
+]
+
+#: Called after every evaluation with ``(env_steps, eval_return)``; it may raise to stop the run.
+EvalCallback = Callable[[int, float], None]
+
+_OPERATIONAL_TRAINER_KEYS = ("default_root_dir", "enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 
 
+# --- one training run --------------------------------------------------------------------------------------
+def identity_config(base: dict[str, Any]) -> dict[str, Any]:
+    """``base`` without the keys that do not change training results (folders, progress bar)."""
+    out = copy.deepcopy(base)
+    for key in _OPERATIONAL_TRAINER_KEYS:
+        (out.get("trainer") or {}).pop(key, None)
+    return out
+
+
+def quiet() -> None:
+    """Silence the per-run chatter of Lightning, TorchRL and MuJoCo in a worker (warnings and info logs)."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "torchrl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for message in (".*LeafSpec.*", ".*LightningCLI's args parameter.*",
+                    ".*settotalmass.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def _run_config(base: dict[str, Any], aux_losses: dict[str, str], seed: int, max_steps: int, root_dir: str,
+                keep_logs: bool) -> dict[str, Any]:
+    config = copy.deepcopy(base)
+    trainer = dict(config.get("trainer") or {})
+    callbacks = trainer.get("callbacks") or []
+    callbacks = [c for c in callbacks if not str(c.get("class_path", c) if isinstance(c, dict) else c)
+                 .endswith("ModelCheckpoint")]
+    trainer.update(max_steps=max_steps, default_root_dir=root_dir, enable_checkpointing=False, callbacks=callbacks,
+                   enable_progress_bar=False, enable_model_summary=False)
+    if not keep_logs:
+        trainer["logger"] = False
+    config["trainer"] = trainer
+    config["model"] = {**(config.get("model") or {}), "aux_losses": dict(aux_losses)}
+    config["seed_everything"] = int(seed)
+    return config
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How an env-step budget maps onto the base config.
+
+    Args:
+        env_steps: the budget (control steps, action repeats included).
+        max_steps: gradient updates that spend it: ``ceil((env_steps / action_repeat - warmup) / per_update)``.
+        warmup_env_steps: env steps of the random warm-up.
+        eval_interval: env steps between evaluations.
+    """
+
+    env_steps: int
+    max_steps: int
+    warmup_env_steps: int
+    eval_interval: int
+
+
+def budget_for(base: dict[str, Any], env_steps: int) -> Budget:
+    """Check the base config and the budget together (builds nothing heavy: no env, no network).
+
+    Raises:
+        ValueError: a bad base config, a budget that does not pass the warm-up, or no evaluation.
+    """
+    cli = instantiate(_run_config(base, {}, int(base.get("seed_everything", 1)), 1, "/tmp", False))
+    hp, repeat = cli.datamodule.hparams, cli.datamodule.action_repeat
+    warmup = hp.warmup_steps * repeat
+    check(hp.eval_episodes >= 1, f"data.eval_episodes={hp.eval_episodes} must be >= 1 for a search (the fitness is "
+          "the evaluation curve)")
+    check(env_steps > warmup, f"search.budget_env_steps={env_steps} is not above the warm-up (data.warmup_steps="
+          f"{hp.warmup_steps} agent steps x action repeat {repeat} = {warmup} env steps)")
+    max_steps = math.ceil((env_steps / repeat - hp.warmup_steps) / hp.env_steps_per_update)
+    return Budget(env_steps, max_steps, warmup, hp.eval_interval)
+
+
+def train_run(base: dict[str, Any], aux_losses: dict[str, str], seed: int, budget: Budget, root_dir: str,
+              on_eval: EvalCallback | None = None, keep_logs: bool = False) -> list[tuple[int, float]]:
+    """Train the base config with ``aux_losses`` (name → text or preset; empty: plain SAC) for the budget.
+
+    Args:
+        base: the base training config.
+        aux_losses: the auxiliary losses (replacing any in the base config).
+        seed: ``seed_everything`` of this run.
+        budget: from :func:`budget_for`.
+        root_dir: the run's folder (logs when ``keep_logs``).
+        on_eval: told ``(env_steps, return)`` after every evaluation; may raise to stop the run.
+        keep_logs: keep the base config's logger (TensorBoard) instead of none.
+
+    Returns:
+        The evaluation curve ``[(env_steps, mean eval return), ...]``, the end of training included.
+    """
+    cli = instantiate(_run_config(base, aux_losses, seed, budget.max_steps, root_dir, keep_logs))
+    curve: list[tuple[int, float]] = []
+
+    def record(env_steps: int, value: float) -> None:
+        curve.append((int(env_steps), float(value)))
+        if on_eval is not None:
+            on_eval(*curve[-1])
+
+    cli.datamodule.add_eval_listener(record)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return curve
+
+
+# --- fitness and objectives -------------------------------------------------------------------------------
 class CandidateError(RuntimeError):
     """A candidate's training raised; the trial is recorded as failed with ``a2ls_error`` and not retried."""
 
@@ -75,7 +209,7 @@ class CandidateObjective:
     Args:
         base_config: the base ``a2ls fit`` config.
         settings: fitness kind, seeds per candidate, budget, run folder, ``keep_logs``.
-        budget: the budget mapped onto the base config (:func:`~a2ls_lightning.search.training.budget_for`).
+        budget: the budget mapped onto the base config (:func:`budget_for`).
         log: where progress lines go (default: ``print``).
     """
 
@@ -105,7 +239,7 @@ class CandidateObjective:
         except KeyboardInterrupt:
             raise
         except Exception as err:
-            message = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
+            message = f"{type(err).__name__}: {one_line(err)[:500]}"
             trial.set_user_attr(ATTR_ERROR, message)
             trial.set_user_attr("a2ls_traceback", traceback.format_exc()[-4000:])
             self.log(f"stage {stage} slot {slot}: training failed: {message}")

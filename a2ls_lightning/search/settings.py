@@ -1,9 +1,9 @@
-"""The ``search:`` section of a search config: :class:`SearchSettings`, and reading a search config file.
+"""The ``search:`` section of a search config (:class:`SearchSettings`) and reading a search config file.
 
 A search config is an ``a2ls fit`` config (``seed_everything``, ``trainer``, ``model``, ``data``: the base
 training run every candidate repeats with its own auxiliary loss) plus one ``search:`` mapping whose keys are
 the fields of :class:`SearchSettings`. Every field is checked on construction; a bad value raises a one-line
-``ValueError`` that names the field (``search.population=1 must be >= 2``).
+``ValueError`` that names the field (``search.population=1 must be an integer >= 2``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ import yaml
 
 from a2ls_lightning.modules.aux_operators import OPERATORS
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
+from a2ls_lightning.search.space import Genome, SearchSpace
+from a2ls_lightning.validation import (
+    check,
+    check_choice,
+    check_integer,
+    check_number,
+    one_line,
+)
 
 __all__ = ["FITNESS", "MUTATIONS", "PRUNERS", "SearchSettings", "load_search_config"]
 
@@ -25,12 +34,8 @@ __all__ = ["FITNESS", "MUTATIONS", "PRUNERS", "SearchSettings", "load_search_con
 FITNESS: tuple[str, ...] = ("aulc", "final")
 #: Optuna pruners that may stop a hopeless candidate early (``none``: every candidate runs its full budget).
 PRUNERS: tuple[str, ...] = ("none", "median", "successive_halving")
-#: Mutation kinds and what they change (see :mod:`a2ls_lightning.search.mutation`).
+#: Mutation kinds and what they change (see :func:`a2ls_lightning.search.space.mutate`).
 MUTATIONS: tuple[str, ...] = ("flip", "horizon", "operator", "negatives")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,11 @@ class SearchSettings:
     pruner: str = "none"
     """Optuna pruner fed each evaluation: ``none`` (default), ``median`` or ``successive_halving``."""
     sampler_seed: int = 0
-    """Seed of the evolution: the same study, seed and fitness values give the same candidates."""
+    """Seed of the evolution (>= 0): the same study, seed and fitness values give the same candidates."""
     study_name: str = "a2ls-search"
     """Optuna study name; running the same command again resumes it."""
     storage: str | None = None
-    """Database URL shared by the workers (``postgresql://user@host:5432/db``); null: ``sqlite:///<run_dir>/search.db``."""
+    """Database URL shared by the workers (``postgresql://user@host:5432/db``); null: ``<run_dir>/search.db``."""
     run_dir: str = "runs/search"
     """Folder of the embedded database, the candidates' logs and the report."""
     workers: int = 1
@@ -105,68 +110,51 @@ class SearchSettings:
         self._check()
 
     def _check(self) -> None:
-        def need(condition: bool, message: str) -> None:
-            if not condition:
-                raise ValueError(f"search.{message}")
-
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= low,
-                 f"{name}={value!r} must be an integer >= {low}")
-
-        integer("population", 2)
-        integer("stages", 1)
-        need(isinstance(self.survivor_fraction, (int, float)) and 0 < self.survivor_fraction <= 1,
-             f"survivor_fraction={self.survivor_fraction!r} must be in (0, 1]")
-        integer("max_horizon", 1)
-        need(len(self.operators) > 0, f"operators={list(self.operators)} is empty; allowed: {', '.join(OPERATORS)}")
-        for op in self.operators:
-            need(op in OPERATORS, f"operators: unknown operator {op!r}; allowed: {', '.join(OPERATORS)}")
-        need(len(set(self.operators)) == len(self.operators), f"operators={list(self.operators)} has a duplicate")
-        need(len(self.negatives) > 0 and all(isinstance(v, bool) for v in self.negatives)
-             and len(set(self.negatives)) == len(self.negatives),
-             f"negatives={list(self.negatives)} must be [false], [true] or [false, true]")
+        check_integer("search.population", self.population, 2)
+        check_integer("search.stages", self.stages, 1)
+        check_number("search.survivor_fraction", self.survivor_fraction, 0, strict=True, high=1)
+        space = self.space  # checks max_horizon, operators and negatives
         presets = AuxLossSpec.presets()
         for name in self.seed_presets:
-            need(name in presets, f"seed_presets: unknown preset {name!r}; allowed: {', '.join(presets)}")
+            check(name in presets, f"search.seed_presets: unknown preset {name!r}; allowed: {', '.join(presets)}")
             spec = presets[name]
-            need(spec.horizon <= self.max_horizon and spec.operator in self.operators
-                 and spec.negatives in self.negatives,
-                 f"seed_presets: {name} ({spec}) lies outside the space (max_horizon={self.max_horizon}, "
-                 f"operators={list(self.operators)}, negatives={list(self.negatives)})")
-        need(isinstance(self.init_density, (int, float)) and 0 < self.init_density <= 1,
-             f"init_density={self.init_density!r} must be in (0, 1]")
+            check(space.admit(Genome.of(spec))[0] is not None,
+                  f"search.seed_presets: {name} ({spec}) lies outside the space (max_horizon={self.max_horizon}, "
+                  f"operators={list(self.operators)}, negatives={list(self.negatives)})")
+        check_number("search.init_density", self.init_density, 0, strict=True, high=1)
         for kind, weight in self.mutation_weights.items():
-            need(kind in MUTATIONS, f"mutation_weights: unknown mutation {kind!r}; allowed: {', '.join(MUTATIONS)}")
-            need(isinstance(weight, (int, float)) and weight >= 0 and math.isfinite(weight),
-                 f"mutation_weights.{kind}={weight!r} must be a number >= 0")
-        need(sum(self.mutation_weights.values()) > 0,
-             f"mutation_weights={self.mutation_weights} must have a positive weight")
-        integer("mutation_flips", 1)
-        need(isinstance(self.crossover_probability, (int, float)) and 0 <= self.crossover_probability <= 1,
-             f"crossover_probability={self.crossover_probability!r} must be in [0, 1]")
-        integer("max_rejections", 1)
-        integer("budget_env_steps", 1)
-        integer("seeds_per_candidate", 1)
-        need(self.fitness in FITNESS, f"fitness={self.fitness!r} is unknown; allowed: {', '.join(FITNESS)}")
-        need(self.pruner in PRUNERS, f"pruner={self.pruner!r} is unknown; allowed: {', '.join(PRUNERS)}")
-        need(isinstance(self.sampler_seed, int), f"sampler_seed={self.sampler_seed!r} must be an integer")
-        need(isinstance(self.study_name, str) and self.study_name.strip() != "",
-             f"study_name={self.study_name!r} must be a non-empty string")
-        need(self.storage is None or (isinstance(self.storage, str) and "://" in self.storage),
-             f"storage={self.storage!r} must be a database URL like postgresql://user@host:5432/db, or null")
-        integer("workers", 1)
-        integer("threads_per_worker", 1)
-        integer("heartbeat_interval", 1)
-        integer("grace_period", 1)
-        need(self.grace_period > self.heartbeat_interval,
-             f"grace_period={self.grace_period} must be > heartbeat_interval={self.heartbeat_interval}")
-        need(isinstance(self.poll_seconds, (int, float)) and self.poll_seconds > 0,
-             f"poll_seconds={self.poll_seconds!r} must be > 0")
-        need(isinstance(self.claim_settle_seconds, (int, float)) and self.claim_settle_seconds >= 0,
-             f"claim_settle_seconds={self.claim_settle_seconds!r} must be >= 0")
+            check(kind in MUTATIONS,
+                  f"search.mutation_weights: unknown mutation {kind!r}; allowed: {', '.join(MUTATIONS)}")
+            check_number(f"search.mutation_weights.{kind}", weight, 0)
+        check(sum(self.mutation_weights.values()) > 0,
+              f"search.mutation_weights={self.mutation_weights} must have a positive weight")
+        check_integer("search.mutation_flips", self.mutation_flips, 1)
+        check_number("search.crossover_probability", self.crossover_probability, 0, high=1)
+        check_integer("search.max_rejections", self.max_rejections, 1)
+        check_integer("search.budget_env_steps", self.budget_env_steps, 1)
+        check_integer("search.seeds_per_candidate", self.seeds_per_candidate, 1)
+        check_choice("search.fitness", self.fitness, FITNESS)
+        check_choice("search.pruner", self.pruner, PRUNERS)
+        check_integer("search.sampler_seed", self.sampler_seed, 0)
+        check(isinstance(self.study_name, str) and self.study_name.strip() != "",
+              f"search.study_name={self.study_name!r} must be a non-empty string")
+        check(self.storage is None or (isinstance(self.storage, str) and "://" in self.storage),
+              f"search.storage={self.storage!r} must be a database URL like postgresql://user@host:5432/db, or null")
+        check_integer("search.workers", self.workers, 1)
+        check_integer("search.threads_per_worker", self.threads_per_worker, 1)
+        check_integer("search.heartbeat_interval", self.heartbeat_interval, 1)
+        check_integer("search.grace_period", self.grace_period, 1)
+        check(self.grace_period > self.heartbeat_interval,
+              f"search.grace_period={self.grace_period} must be > heartbeat_interval={self.heartbeat_interval}")
+        check_number("search.poll_seconds", self.poll_seconds, 0, strict=True)
+        check_number("search.claim_settle_seconds", self.claim_settle_seconds, 0)
 
     # ------------------------------------------------------------------------------------------------
+    @cached_property
+    def space(self) -> SearchSpace:
+        """The searched space (``max_horizon``, ``operators``, ``negatives``); built, and checked, once."""
+        return SearchSpace(self.max_horizon, self.operators, self.negatives)
+
     @property
     def survivors(self) -> int:
         """Parents kept per stage: ``ceil(survivor_fraction · population)``, at least 1."""
@@ -203,8 +191,7 @@ class SearchSettings:
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
-            if key not in known:
-                raise ValueError(f"search.{key}: unknown setting; allowed: {', '.join(sorted(known))}")
+            check(key in known, f"search.{key}: unknown setting; allowed: {', '.join(sorted(known))}")
         return cls(**values)
 
 
@@ -220,10 +207,8 @@ def load_search_config(path: str | Path) -> tuple[dict[str, Any], SearchSettings
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"config: {path} is not valid YAML: {_one_line(err)}") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"config: {path} must hold a mapping with trainer/model/data and search")
+        raise ValueError(f"config: {path} is not valid YAML: {one_line(err)}") from None
+    check(isinstance(loaded, dict), f"config: {path} must hold a mapping with trainer/model/data and search")
     search = loaded.pop("search", None)
-    if search is not None and not isinstance(search, dict):
-        raise ValueError(f"search: must be a mapping of settings, got {search!r}")
+    check(search is None or isinstance(search, dict), f"search: must be a mapping of settings, got {search!r}")
     return loaded, SearchSettings.from_mapping(search)

@@ -5,14 +5,20 @@
     a2ls search report --config configs/search_smoke.yaml            # storage and study from the config
 
 Everything is checked before the first candidate trains: bad settings raise a one-line ``ValueError`` naming the
-field (the ``a2ls`` command prints it as ``a2ls: error: ...``).
+field (the ``a2ls`` command prints it as ``a2ls: error: ...``). ``python -m a2ls_lightning.cli search ...`` is the
+same command.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from a2ls_lightning.search.objective import budget_for, identity_config, quiet
+from a2ls_lightning.search.report import write_report
+from a2ls_lightning.search.runner import describe_url, open_study, run_search
+from a2ls_lightning.search.sampler import Ledger
+from a2ls_lightning.search.settings import SearchSettings, load_search_config
 
 __all__ = ["main"]
 
@@ -42,16 +48,11 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _load(config: str, **overrides: object):
-    from a2ls_lightning.search.settings import load_search_config
-
     base, settings = load_search_config(config)
     return base, settings.replace(**overrides)
 
 
 def _report(argv: list[str]) -> None:
-    from a2ls_lightning.search.report import write_report
-    from a2ls_lightning.search.settings import SearchSettings
-
     args = _report_parser().parse_args(argv)
     settings = _load(args.config)[1] if args.config else SearchSettings()
     settings = settings.replace(storage=args.storage, study_name=args.study)
@@ -63,12 +64,6 @@ def _report(argv: list[str]) -> None:
 
 
 def _search(argv: list[str]) -> None:
-    from a2ls_lightning.search.ledger import Ledger
-    from a2ls_lightning.search.report import write_report
-    from a2ls_lightning.search.runner import run_search
-    from a2ls_lightning.search.storage import describe_url, open_study
-    from a2ls_lightning.search.training import budget_for, identity_config, quiet
-
     args = _run_parser().parse_args(argv)
     quiet()
     base, settings = _load(args.config, workers=args.workers, storage=args.storage, study_name=args.study,
@@ -102,13 +97,3 @@ def main(argv: list[str]) -> None:
     else:
         _search(argv)
 
-
-def _console() -> None:
-    """``python -m a2ls_lightning.search.cli``: exactly ``a2ls search`` (same one-line errors)."""
-    from a2ls_lightning.cli import main as a2ls_main
-
-    a2ls_main(["search", *sys.argv[1:]])
-
-
-if __name__ == "__main__":
-    _console()

@@ -1,29 +1,19 @@
-"""The ``a2ls`` command: LightningCLI over :class:`SACModule` and :class:`ReplayDataModule`, plus ``a2ls losses``
-and ``a2ls search`` (the auxiliary-loss search).
+"""The ``a2ls`` command, on top of every other layer: ``fit`` (LightningCLI over :class:`SACModule` and
+:class:`ReplayDataModule`, and its other verbs), ``losses`` and ``search`` (the auxiliary-loss search).
 
 ``a2ls fit`` with no ``--config`` runs the quickstart (state cheetah-run, CPU-sized networks); any other
 config file or flag overrides it. Bad settings stop the run before training with one line that names the field.
+Nothing else in the package imports this module.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
-
+from a2ls_lightning.builder import A2LSCLI, QUICKSTART
 from a2ls_lightning.data.datamodule import ReplayDataModule
 from a2ls_lightning.modules.agent import SACModule
-
-QUICKSTART = Path(__file__).parent / "configs" / "quickstart.yaml"
-
-
-class A2LSCLI(LightningCLI):
-    """LightningCLI with one seed for everything (``seed_everything`` feeds ``data.seed``)."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("seed_everything", "data.seed")
 
 
 def _print_losses() -> None:
@@ -39,9 +29,13 @@ def main(args: list[str] | None = None) -> None:
         if argv[:1] == ["losses"]:
             _print_losses()
         elif argv[:1] == ["search"]:
-            from a2ls_lightning.search.cli import main as search_main
+            from a2ls_lightning.cli.search import main as search_main
 
             search_main(argv[1:])
+        elif argv[:1] == ["plot"]:
+            from a2ls_lightning.cli.plot import main as plot_main
+
+            plot_main(argv[1:])
         else:
             A2LSCLI(
                 SACModule,

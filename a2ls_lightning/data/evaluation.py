@@ -1,0 +1,85 @@
+"""Evaluation, in one place: its environment, its schedule, and where its result goes.
+
+Every ``interval`` env steps of training (and once at the end) the deterministic policy plays ``episodes``
+episodes on an environment instance of its own (its own seed, so evaluation never disturbs the training
+episode or its RNG). The mean return is averaged over DDP ranks, written straight to the loggers as
+``eval/return`` and ``eval/env_steps`` at the current update, shown in the progress bar, and handed to every
+listener (``add_listener``): that is how a loss search records its learning curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from a2ls_lightning.data.collector import EpisodeCollector, Policy
+
+#: Told ``(env_steps, mean eval return)`` after every evaluation; it may raise to stop the run.
+EvalListener = Callable[[int, float], None]
+
+
+class Evaluator:
+    """Evaluates the deterministic policy every ``interval`` env steps of training.
+
+    Args:
+        collector: the evaluation environment's collector (no replay).
+        interval: env steps (action repeats included) between evaluations.
+        episodes: episodes per evaluation; 0 switches evaluation off.
+        listeners: told ``(env_steps, value)`` after every evaluation (the list is shared, not copied).
+    """
+
+    def __init__(self, collector: EpisodeCollector, interval: int, episodes: int,
+                 listeners: list[EvalListener] | None = None) -> None:
+        self.collector = collector
+        self.interval = interval
+        self.episodes = episodes
+        self.next_at = interval
+        self._listeners: list[EvalListener] = listeners if listeners is not None else []
+
+    def add_listener(self, listener: EvalListener) -> None:
+        """Call ``listener(env_steps, value)`` after every evaluation (the value is the rank mean)."""
+        self._listeners.append(listener)
+
+    def due(self, env_steps: int, final: bool = False) -> bool:
+        """True when training crossed the next ``interval`` mark (or at the end, ``final``)."""
+        return self.episodes > 0 and (final or env_steps >= self.next_at)
+
+    def run(self, policy: Policy, env_steps: int) -> float:
+        """Mean return of ``episodes`` episodes of ``policy``; schedules the next evaluation after ``env_steps``."""
+        returns = [self.collector.run_episode(policy) for _ in range(self.episodes)]
+        self.next_at = (env_steps // self.interval + 1) * self.interval
+        return float(np.mean(returns))
+
+    def maybe_evaluate(self, trainer: Any, policy: Policy, env_steps: int) -> float | None:
+        """Evaluate if due (``trainer`` at the end of an update); log, notify listeners, return the mean.
+
+        ``trainer``: the running ``lightning.Trainer`` (its strategy reduces over ranks, its loggers and
+        LightningModule record the value).
+        """
+        final = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if not self.due(env_steps, final):
+            return None
+        module = trainer.lightning_module
+        value = torch.tensor(self.run(policy, env_steps), device=module.device)
+        value = trainer.strategy.reduce(value, reduce_op="mean")  # every rank evaluated its own env
+        metrics = {"eval/return": float(value), "eval/env_steps": float(env_steps)}
+        # Straight to the loggers: `module.log` reaches them only on `log_every_n_steps` boundaries.
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        # For the progress bar and callbacks (ModelCheckpoint's monitor) only: through `module.log` the value
+        # would be written to the loggers again at every later log step.
+        module.log("eval/return", value, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        for listener in self._listeners:
+            listener(int(env_steps), float(value))
+        return float(value)
+
+    # Key names kept from the side files of version 0.1, so older checkpoints still resume.
+    def state_dict(self) -> dict[str, Any]:
+        return {"eval_collector": self.collector.state_dict(), "next_eval": self.next_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.collector.load_state_dict(state["eval_collector"])
+        self.next_at = state["next_eval"]
