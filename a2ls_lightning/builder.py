@@ -1,34 +1,132 @@
 """Building a configured ``Trainer``, :class:`SACModule` and :class:`ReplayDataModule` from an ``a2ls fit`` config.
 
-What the ``a2ls`` command and the loss search share: one LightningCLI class (one seed for everything), the
-quickstart config underneath every run, and :func:`instantiate`, which builds the three objects of a config
-dict exactly as ``a2ls fit`` would, without training. Nothing here imports the command line.
+What the ``a2ls`` command and the loss search share: one LightningCLI class (one seed for everything, the CPU
+thread count, checks before any work), the quickstart config underneath every run, and :func:`instantiate`,
+which builds the three objects of a config dict exactly as ``a2ls fit`` would, without training. Nothing here
+imports the command line.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.cli import LightningCLI
 
 from a2ls_lightning.data.datamodule import ReplayDataModule
-from a2ls_lightning.modules.agent import SACModule
+from a2ls_lightning.files import ensure_writable
+from a2ls_lightning.modules.agent import SACModule, init_defaults
+from a2ls_lightning.modules.run_checks import compare_with_checkpoint
 from a2ls_lightning.validation import one_line
 
-__all__ = ["A2LSCLI", "QUICKSTART", "instantiate"]
+__all__ = ["A2LSCLI", "QUICKSTART", "default_threads", "instantiate", "read_checkpoint"]
 
 #: The defaults under every run: state cheetah-run with CPU-sized networks (``a2ls fit`` with no ``--config``).
 QUICKSTART = Path(__file__).parent / "configs" / "quickstart.yaml"
 
+#: Lightning's symbolic ``--ckpt_path`` values (resolved by the Trainer itself).
+_SYMBOLIC_CKPT = ("last", "best", "hpc", "registry")
+
+
+def default_threads() -> int:
+    """Intra-op CPU threads when ``--threads`` is not given: half the cores, at least 1, at most 8.
+
+    Measured on a 2-core machine (``scripts/benchmark_threads.py``): with torch's default (2 threads) the
+    quickstart ran 10x slower beside one other busy process, with 1 thread it lost nothing; the small SAC
+    networks gain little from more threads, and the environment and collection run on one core anyway.
+    """
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint for a check (tensors memory-mapped, not read).
+
+    Raises:
+        ValueError: one line: ``ckpt_path: <path> does not exist`` / ``... is not a readable checkpoint (...)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"ckpt_path: {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for a truncated or foreign file
+        raise ValueError(f"ckpt_path: {path} is not a readable checkpoint (truncated or not a checkpoint: "
+                         f"{one_line(err)[:160]})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
 
 class A2LSCLI(LightningCLI):
-    """LightningCLI with one seed for everything (``seed_everything`` feeds ``data.seed``)."""
+    """LightningCLI with one seed for everything (``seed_everything`` feeds ``data.seed``), a ``--threads``
+    setting, and checks before any work: a resume must match the checkpoint's settings, and
+    ``--trainer.enable_checkpointing false`` drops the config's ``ModelCheckpoint``."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("seed_everything", "data.seed")
+        parser.add_argument(
+            "--threads", type=int | None, default=None,
+            help="Intra-op CPU threads of torch (torch.set_num_threads); null: half the cores, at least 1. "
+                 "More threads than free cores make every op wait: beside other busy processes keep it low.")
+
+    def _config_section(self) -> Any:
+        sub = self.config.get("subcommand")
+        return self.config[sub] if sub else self.config
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would overwrite the given model settings with the checkpoint's, silently; we compare instead
+        # (before anything is built) and refuse a resume whose model or data settings differ.
+        config = self._config_section()
+        path = config.get("ckpt_path") if self.config.get("subcommand") else None
+        if not path or str(path) in _SYMBOLIC_CKPT:
+            return
+        checkpoint = read_checkpoint(path)
+        model, data = config.get("model"), config.get("data")
+        compare_with_checkpoint(
+            checkpoint, _as_dict(model), _as_dict(data),
+            {"model": init_defaults(SACModule), "data": init_defaults(ReplayDataModule)})
+
+    def before_instantiate_classes(self) -> None:
+        config = self._config_section()
+        threads = config.get("threads")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads={threads} must be >= 1 or null")
+        if self.config.get("subcommand") or threads is not None:  # a search worker sets its own count
+            torch.set_num_threads(threads or default_threads())
+        trainer = config.get("trainer")
+        if trainer is not None and self.config.get("subcommand") and trainer.get("default_root_dir"):
+            # Before anything is built: the run's folder exists and is writable (one line naming the setting).
+            ensure_writable(trainer["default_root_dir"], "trainer.default_root_dir")
+        if trainer is not None and trainer.get("enable_checkpointing") is False and trainer.get("callbacks"):
+            trainer["callbacks"] = [c for c in trainer["callbacks"]
+                                    if not str(_class_path(c)).endswith("ModelCheckpoint")]
+
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except ImportError as err:  # Lightning names the missing package, not the setting that needs it
+            trainer = self._config_section().get("trainer") or {}
+            raise ValueError(f"trainer.accelerator={trainer.get('accelerator')!r} (or trainer.strategy="
+                             f"{trainer.get('strategy')!r}) needs a package that is not installed: "
+                             f"{one_line(err)}") from None
+
+
+def _as_dict(section: Any) -> dict[str, Any] | None:
+    if section is None:
+        return None
+    values = section.as_dict() if hasattr(section, "as_dict") else dict(section)
+    return values.get("init_args", values) if "class_path" in values else values
+
+
+def _class_path(callback: Any) -> str:
+    if hasattr(callback, "get"):
+        return str(callback.get("class_path", ""))
+    return type(callback).__module__ + "." + type(callback).__qualname__
 
 
 def instantiate(config: dict[str, Any]) -> A2LSCLI:

@@ -4,12 +4,14 @@ Every (variant, seed) is a real ``a2ls fit`` run of ``configs/benchmark_cheetah_
 its evaluation curve is kept as JSON under ``docs/benchmarks/runs/`` so an interrupted benchmark resumes where it
 stopped and suites share runs (plain SAC is the baseline of all three). The summary table (mean ± std of the last
 ``eval/return`` and of the area under the evaluation curve) goes to ``docs/benchmark_<suite>.md`` and the curves to
-``docs/benchmark_<suite>.png``.
+``docs/benchmark_<suite>.png``, both drawn and computed by :mod:`a2ls_lightning.plotting` (as ``a2ls plot`` does).
 
     python scripts/benchmark_learning.py --suite core --seeds 1 2 3 --jobs 2
     python scripts/benchmark_learning.py --suite aux --seeds 1 2 3 --jobs 2
     python scripts/benchmark_learning.py --suite olaux --seeds 1 2 3 --jobs 2
     python scripts/benchmark_learning.py --suite core --report-only     # tables and plots from stored runs
+    python scripts/benchmark_learning.py --suite core --report-only --compare sac a2_winner_v forward_dynamics
+                                                                        # + docs/compare_core.png/.md
     python scripts/benchmark_learning.py --suite planet --jobs 1 --shard 0/2   # the six PlaNet tasks, half of them
 
 The ``planet`` suite runs the same protocol (100k env steps, 1000 warm-up agent steps, CPU-sized networks,
@@ -32,6 +34,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from a2ls_lightning.plotting import (
+    Curve,
+    eval_curve,
+    event_files,
+    markdown_table,
+    mean_std,
+    plot_groups,
+    read_scalars,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "benchmark_cheetah_state_cpu.yaml"
@@ -60,18 +73,16 @@ PLANET_VARIANTS = ["sac", "a2_winner_v", "forward_dynamics", "five_fixed"]
 ENV_STEPS = 100_000
 WARMUP = 1000
 KEEP_TAGS = ("eval/return", "eval/env_steps", "train/episode_return", "train/env_steps")
+X_LABEL = "env steps (action repeat 4 included)"
+EVAL_LABEL = "eval/return (10 episodes, deterministic)"
 
 
 def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = sorted(log_dir.rglob("events.out.tfevents*"))
-    if not events:
+    """The kept scalar series of a run's TensorBoard events (see :func:`a2ls_lightning.plotting.read_scalars`)."""
+    if not event_files(log_dir):
         raise RuntimeError(f"no TensorBoard events under {log_dir}")
-    acc = EventAccumulator(str(events[-1].parent), size_guidance={"scalars": 0})
-    acc.Reload()
-    tags = [t for t in acc.Tags()["scalars"] if t in KEEP_TAGS or t.startswith("aux_weight/")]
-    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
+    scalars = read_scalars(log_dir)
+    return {t: v for t, v in scalars.items() if t in KEEP_TAGS or t.startswith("aux_weight/")}
 
 
 def record_path(variant: str, seed: int, tag: str, task: str = "cheetah-run") -> Path:
@@ -104,7 +115,7 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         start = time.time()
-        proc = subprocess.run(cmd, env=env, text=True, capture_output=True, cwd=ROOT)
+        proc = subprocess.run(cmd, check=False, env=env, text=True, capture_output=True, cwd=ROOT)
         if proc.returncode != 0:
             raise RuntimeError(f"{task} {variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
         # Stored relative to the repository: no path of the machine it ran on.
@@ -119,56 +130,68 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
     return result
 
 
-def _curve(result: dict) -> tuple[np.ndarray, np.ndarray]:
+def _curve(result: dict) -> Curve:
     """One point per evaluation: ``(env steps [E], eval return [E])``.
 
     The two tags are always written together; runs stored before the module logged evaluations with
     ``logger=False`` also hold copies of the last evaluation at later log steps, which are dropped here.
     """
-    steps = np.array([v for _, v in result["scalars"]["eval/env_steps"]])
-    returns = np.array([v for _, v in result["scalars"]["eval/return"]])
-    _, first = np.unique(steps, return_index=True)
-    return steps[first], returns[first]
+    return eval_curve(result["scalars"], "eval/return", "eval/env_steps")
+
+
+def _suffix(tag: str) -> str:
+    return "" if tag == "full" else "_" + tag
+
+
+def _results(variant: str, tag: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RUNS / tag / variant).glob("seed*.json"))]
 
 
 def report(suite: str, tag: str) -> str:
     """Write ``docs/benchmark_<suite>.md`` and ``.png`` from the stored runs; return the table."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # for plot_weights' pyplot
 
     rows = ["| variant | seeds | eval/return at the end (mean ± std) | AULC of eval/return (mean ± std) | minutes/run |",
             "|---|---|---|---|---|"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups: dict[str, list[Curve]] = {}
     for variant in SUITES[suite]:
-        results = [json.loads(p.read_text()) for p in sorted((RUNS / tag / variant).glob("seed*.json"))]
+        results = _results(variant, tag)
         if not results:
             continue
-        curves = [_curve(r) for r in results]
-        finals = np.array([c[1][-1] for c in curves])
-        aulc = np.array([np.mean(c[1]) for c in curves])  # mean over evaluation points = normalised AULC
+        groups[variant] = [_curve(r) for r in results]
+        s = summarize(groups[variant])
         minutes = np.mean([r["seconds"] for r in results]) / 60
-        rows.append(f"| {variant} | {len(results)} | {finals.mean():.1f} ± {finals.std():.1f} | "
-                    f"{aulc.mean():.1f} ± {aulc.std():.1f} | {minutes:.1f} |")
-        n = min(len(c[0]) for c in curves)
-        steps = curves[0][0][:n]
-        stack = np.stack([c[1][:n] for c in curves])
-        ax.plot(steps, stack.mean(0), label=f"{variant} (n={len(results)})")
-        ax.fill_between(steps, stack.mean(0) - stack.std(0), stack.mean(0) + stack.std(0), alpha=0.2)
-    ax.set_xlabel("env steps (action repeat 4 included)")
-    ax.set_ylabel("eval/return (10 episodes, deterministic)")
-    ax.set_title(f"state cheetah-run, CPU-sized SAC ({suite})")
-    ax.legend()
-    fig.tight_layout()
-    png = ROOT / "docs" / f"benchmark_{suite}{'' if tag == 'full' else '_' + tag}.png"
-    fig.savefig(png, dpi=110)
+        rows.append(f"| {variant} | {s['n']} | {mean_std(s['final_mean'], s['final_std'])} | "
+                    f"{mean_std(s['aulc_mean'], s['aulc_std'])} | {minutes:.1f} |")
+    png = ROOT / "docs" / f"benchmark_{suite}{_suffix(tag)}.png"
+    plot_groups(groups, png, title=f"state cheetah-run, CPU-sized SAC ({suite})", ylabel=EVAL_LABEL, xlabel=X_LABEL)
     weights_png = plot_weights(suite, tag)
     table = "\n".join(rows)
-    md = ROOT / "docs" / f"benchmark_{suite}{'' if tag == 'full' else '_' + tag}.md"
+    md = ROOT / "docs" / f"benchmark_{suite}{_suffix(tag)}.md"
     md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}`"
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`.\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else ""))
+    return table
+
+
+def compare(variants: list[str], suite: str, tag: str) -> str:
+    """Write ``docs/compare_<suite>.png`` and ``.md`` (``a2ls plot``'s table) of stored variants; return the table."""
+    groups = {v: [_curve(r) for r in _results(v, tag)] for v in variants}
+    missing = [v for v, curves in groups.items() if not curves]
+    if missing:
+        raise SystemExit(f"--compare: no stored runs of {', '.join(missing)} under {RUNS / tag}")
+    png = ROOT / "docs" / f"compare_{suite}{_suffix(tag)}.png"
+    plot_groups(groups, png, title=f"state cheetah-run, CPU-sized SAC: {' vs '.join(variants)}", ylabel=EVAL_LABEL,
+                xlabel=X_LABEL)
+    table = markdown_table(groups)
+    png.with_suffix(".md").write_text(
+        f"# Comparison: {', '.join(variants)}\n\nStored runs of `python scripts/benchmark_learning.py` "
+        f"(config `configs/{CONFIG.name}`), drawn by `a2ls_lightning.plotting`:\n\n    python scripts/"
+        f"benchmark_learning.py --suite {suite} --report-only --compare {' '.join(variants)}\n\n"
+        f"Final: the last evaluation (10 episodes); AULC: mean of eval/return over the evaluations; mean ± std over "
+        f"seeds.\n\n{table}\n\n![curves]({png.name})\n")
     return table
 
 
@@ -209,6 +232,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--max-steps", type=int, default=None, help="fewer updates (a quick check, stored apart)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--compare", nargs="+", metavar="VARIANT", choices=sorted(VARIANTS),
+                        help="also write docs/compare_<suite>.png/.md: these stored variants side by side")
     parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n interleaved parts of the job list")
     args = parser.parse_args()
     tag = "full" if args.max_steps is None else f"steps{args.max_steps}"
@@ -229,6 +254,8 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: run_one(job[0], job[1], args.max_steps, tag), jobs))
     print(report(args.suite, tag))
+    if args.compare:
+        print(compare(args.compare, args.suite, tag))
 
 
 if __name__ == "__main__":

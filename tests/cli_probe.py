@@ -37,3 +37,42 @@ class RankProbe(pl.Callback):
             },
             Path(self.out_dir) / f"rank{trainer.global_rank}.pt",
         )
+
+
+class PoisonAt(pl.Callback):
+    """Makes training diverge at update ``step`` (on rank ``rank`` only, or every rank when ``rank`` is -1).
+
+    ``what="weights"``: a critic weight becomes NaN before that update; ``what="batch"``: that update's rewards
+    are NaN (``every=True``: every update from ``step`` on).
+    """
+
+    def __init__(self, step: int, rank: int = -1, what: str = "weights", every: bool = False) -> None:
+        self.step, self.rank, self.what, self.every = step, rank, what, every
+        self.fired = 0
+
+    def _due(self, trainer) -> bool:
+        # Once, unless `every`: a skipped update does not advance global_step, so "== step" would hold again.
+        at = trainer.global_step >= self.step if self.every else (trainer.global_step == self.step and not self.fired)
+        return at and self.rank in (-1, trainer.global_rank)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self._due(trainer):
+            return
+        self.fired += 1
+        if self.what == "batch":
+            batch["reward"].fill_(float("nan"))
+        else:
+            with torch.no_grad():
+                next(pl_module.learner.critic.parameters()).view(-1)[0] = float("nan")
+
+
+class Progress(pl.Callback):
+    """Writes the number of finished updates to ``path`` after each update (for the kill test)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(trainer.global_step))
+        tmp.replace(self.path)

@@ -20,6 +20,7 @@ ALLOWED = {
     "weighting": set(),
     "plotting": set(),
     "files": set(),
+    "quiet": set(),
     "data": {"validation", "files"},
     "modules": {"validation", "weighting", "files"},
     "callbacks": {"validation", "weighting", "files"},

@@ -101,6 +101,12 @@ class AuxWeighting(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         pl_module.aux_weighting = self
         self._grad_scaler = getattr(trainer.precision_plugin, "scaler", None)
+        names = getattr(pl_module, "aux_loss_names", None)
+        if callable(names):  # a module that names its losses up front: settings are checked before any update
+            self.check_names(list(names()))
+
+    def check_names(self, names: list[str]) -> None:
+        """Refuse settings that name auxiliary losses the module does not have (before any update)."""
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -162,12 +168,18 @@ class FixedWeights(AuxWeighting):
                              f"allowed: a single float, or a dict naming each of the losses")
         return self._configured[name]
 
-    def _combine(self, main_loss, aux_losses, names, shared_parameters):
-        if not self._checked and isinstance(self._configured, dict):
+    def check_names(self, names: list[str]) -> None:
+        if isinstance(self._configured, dict):
             unknown = sorted(set(self._configured) - set(names))
             if unknown:
                 raise ValueError(f"FixedWeights.weights names unknown auxiliary losses {unknown}; "
                                  f"allowed names: {sorted(names)}")
+            for name in names:
+                self._initial_weight(name)
+
+    def _combine(self, main_loss, aux_losses, names, shared_parameters):
+        if not self._checked:
+            self.check_names(names)
         self._checked = True
         return main_loss + sum(self._weights[n] * loss for n, loss in zip(names, aux_losses))
 

@@ -1,17 +1,22 @@
 """The ``a2ls`` command, on top of every other layer: ``fit`` (LightningCLI over :class:`SACModule` and
-:class:`ReplayDataModule`, and its other verbs), ``losses`` and ``search`` (the auxiliary-loss search).
+:class:`ReplayDataModule`, and its other verbs), ``losses``, ``search`` (the auxiliary-loss search) and ``plot``.
 
 ``a2ls fit`` with no ``--config`` runs the quickstart (state cheetah-run, CPU-sized networks); any other
-config file or flag overrides it. Bad settings stop the run before training with one line that names the field.
-Nothing else in the package imports this module.
+config file or flag overrides it. Every bad input stops the command before any work with one line that names the
+field or file (exit 2), and a failure during training (divergence, a full disk) with one line naming the last good
+checkpoint (exit 1); ``A2LS_DEBUG=1`` shows the traceback. Nothing else in the package imports this module.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+import yaml
 
 from a2ls_lightning.builder import A2LSCLI, QUICKSTART
+from a2ls_lightning.cli.errors import describe
 from a2ls_lightning.data.datamodule import ReplayDataModule
 from a2ls_lightning.modules.agent import SACModule
 
@@ -22,8 +27,41 @@ def _print_losses() -> None:
     print(format_presets_table())
 
 
+def _check_config_files(argv: list[str]) -> None:
+    """Read every ``--config`` file first: a YAML error names the file and line (jsonargparse names neither)."""
+    for i, arg in enumerate(argv):
+        path = arg.split("=", 1)[1] if arg.startswith(("--config=", "-c=")) else None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            path = argv[i + 1]
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise ValueError(f"config: {path} does not exist")
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+            raise ValueError(f"config: {path} is not valid YAML:{where} {getattr(err, 'problem', None) or err}")\
+                from None
+
+
+def _fit_and_other_verbs(args: list[str] | None) -> None:
+    _check_config_files(list(sys.argv[1:] if args is None else args))
+    A2LSCLI(
+        SACModule,
+        ReplayDataModule,
+        seed_everything_default=1,
+        # exit_on_error=False: jsonargparse raises instead of printing its usage; `describe` makes it one line.
+        parser_kwargs={"exit_on_error": False, "fit": {"default_config_files": [str(QUICKSTART)]}},
+        save_config_kwargs={"overwrite": True},
+        args=args,  # None: LightningCLI reads sys.argv itself
+    )
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``a2ls`` console script: ``fit`` (and LightningCLI's other verbs), ``losses``, ``search``."""
+    """Entry point of the ``a2ls`` console script: ``fit`` (and LightningCLI's other verbs), ``losses``,
+    ``search``, ``plot``."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv[:1] == ["losses"]:
@@ -37,19 +75,16 @@ def main(args: list[str] | None = None) -> None:
 
             plot_main(argv[1:])
         else:
-            A2LSCLI(
-                SACModule,
-                ReplayDataModule,
-                seed_everything_default=1,
-                parser_kwargs={"fit": {"default_config_files": [str(QUICKSTART)]}},
-                save_config_kwargs={"overwrite": True},
-                args=args,  # None: LightningCLI reads sys.argv itself
-            )
-    except ValueError as err:  # our validation errors: one line, no traceback (A2LS_DEBUG=1 shows it)
-        if os.environ.get("A2LS_DEBUG"):
+            _fit_and_other_verbs(args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        described = describe(err)
+        if described is None or os.environ.get("A2LS_DEBUG"):
             raise
-        print(f"a2ls: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        code, text = described
+        print(f"a2ls: error: {text}", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from a2ls_lightning.cli.errors import OneLineArgumentParser
+from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.search.objective import budget_for, identity_config, quiet
 from a2ls_lightning.search.report import write_report
 from a2ls_lightning.search.runner import describe_url, open_study, run_search
@@ -24,7 +26,7 @@ __all__ = ["main"]
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="a2ls search", description="Evolutionary search of auxiliary losses "
+    parser = OneLineArgumentParser(prog="a2ls search", description="Evolutionary search of auxiliary losses "
                                      "(A2LS). Run the same command again to resume; run it on several machines with "
                                      "one --storage database URL to share the work.",
                                      epilog="The report: a2ls search report --help")
@@ -37,7 +39,7 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _report_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="a2ls search report", description="Top candidates, fitness per stage "
+    parser = OneLineArgumentParser(prog="a2ls search report", description="Top candidates, fitness per stage "
                                      "(PNG) and pattern analysis of a search, as markdown.")
     parser.add_argument("--config", help="the search config (gives storage and study when they are not given)")
     parser.add_argument("--storage", help="database URL of the search")
@@ -69,6 +71,10 @@ def _search(argv: list[str]) -> None:
     base, settings = _load(args.config, workers=args.workers, storage=args.storage, study_name=args.study,
                            run_dir=args.run_dir)
     budget = budget_for(base, settings.budget_env_steps)
+    # Before any training: the run folder (logs, report) and an embedded database's folder are writable.
+    ensure_writable(settings.run_dir, "search.run_dir")
+    if settings.storage_url.startswith("sqlite:///"):
+        ensure_writable(Path(settings.storage_url[len("sqlite:///"):]).parent, "search.storage (its folder)")
     study = open_study(settings, identity_config(base))
     done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
     print(f"a2ls search: study {settings.study_name!r} in {describe_url(settings.storage_url)}; "

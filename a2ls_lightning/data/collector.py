@@ -78,6 +78,9 @@ class EpisodeCollector:
             action = self.random_action()
         else:
             action = policy(self.observation().unsqueeze(0), self.generator).squeeze(0).cpu().float()
+            if not bool(torch.isfinite(action).all()):  # a diverged policy: never step the physics with it
+                raise FloatingPointError(f"the policy returned a non-finite action {action.tolist()} at env step "
+                                         f"{self.env_steps}; the networks have diverged")
         nxt = self.env.step(TensorDict({"action": action}, batch_size=[]))["next"]
         self.agent_steps += 1
         self.env_steps += self.action_repeat

@@ -54,6 +54,15 @@ class _UpdateStream:
         while True:
             yield self.datamodule.next_batch()
 
+    # Lightning asks a dataloader for `state_dict`/`load_state_dict` to resume mid-epoch, and warns that results
+    # may be unreliable without them. Ours resumes exactly: what it draws from (replay, collector, RNG states) is
+    # the datamodule's own checkpoint state; the stream itself holds nothing.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
 
 class ReplayDataModule(pl.LightningDataModule):
     """DeepMind Control task, TorchRL replay of ``[B, L]`` episode slices, and collection, for one rank each.
@@ -239,6 +248,10 @@ class ReplayDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         if self.collector is None or self.trainer is None:
             return {}
+        # Nothing is written for a diverged run: the module refuses (one line) before this side file exists.
+        check_finite = getattr(self.trainer.lightning_module, "check_finite", None)
+        if check_finite is not None:
+            check_finite()
         folder = self._snapshot_dir()
         payload = {
             "replay": self.replay.state_dict(),

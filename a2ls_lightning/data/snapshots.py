@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from a2ls_lightning.files import atomic_torch_save
+from a2ls_lightning.files import atomic_torch_save, remove_stale_temps
 
 SNAPSHOT_FOLDER = "replay"
 
@@ -51,11 +51,51 @@ def find_snapshot(recorded: str, rank: int, checkpoint_path: str | os.PathLike |
                             f"looked at: {', '.join(map(str, dict.fromkeys(places)))}")
 
 
-def prune_snapshots(folder: Path, rank: int, keep: int) -> None:
-    """Delete all but the newest ``keep`` side files of ``rank`` in ``folder``."""
+def prune_snapshots(folder: Path, rank: int, keep: int) -> list[Path]:
+    """Delete this rank's side files beyond the newest ``keep``, except those a checkpoint still references.
+
+    The references are read from the checkpoints next to ``folder`` (``<folder>/../*.ckpt``), so a side file
+    that a surviving checkpoint points to is never deleted, whatever ``keep`` is, and however a save was cut
+    short. Temporary files of this rank's killed writers are removed too.
+
+    Returns:
+        The deleted paths.
+    """
+    referenced = referenced_snapshots(folder.parent, rank)
     mine = sorted(folder.glob(f"step*-rank{rank}.pt"))
-    for old in mine[:-keep]:
+    deleted = [old for old in mine[:-keep] if old.name not in referenced]
+    for old in deleted:
         old.unlink(missing_ok=True)
+    return deleted + remove_stale_temps(folder, f"step*-rank{rank}.pt")
+
+
+_REFERENCES: dict[tuple[str, int, int], str | None] = {}
+
+
+def referenced_snapshots(checkpoint_folder: Path, rank: int) -> set[str]:
+    """Names of ``rank``'s side files referenced by the checkpoints in ``checkpoint_folder``."""
+    names = set()
+    for ckpt in checkpoint_folder.glob("*.ckpt"):
+        try:
+            stat = ckpt.stat()
+        except OSError:
+            continue
+        key = (str(ckpt.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key not in _REFERENCES:
+            _REFERENCES[key] = _recorded_snapshot(ckpt)
+        if _REFERENCES[key]:
+            names.add(Path(_REFERENCES[key].format(rank=rank)).name)
+    return names
+
+
+def _recorded_snapshot(ckpt: Path) -> str | None:
+    # Memory-mapped: the (small) pickle is read, the tensors are not.
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # a foreign or unreadable file protects nothing  # noqa: BLE001
+        return None
+    entry = state.get("ReplayDataModule") if isinstance(state, dict) else None
+    return entry.get("snapshot") if isinstance(entry, dict) else None
 
 
 def rng_state() -> dict[str, Any]:

@@ -17,8 +17,16 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from a2ls_lightning.modules.encoders import ENCODERS
+from a2ls_lightning.modules.guard import NONFINITE_MODES, NonFiniteGuard
 from a2ls_lightning.modules.learner import SACLearner
-from a2ls_lightning.validation import check
+from a2ls_lightning.modules.run_checks import (
+    check_trainer,
+    compare_with_checkpoint,
+    install_crash_safe_checkpoints,
+    last_checkpoint,
+    preflight,
+)
+from a2ls_lightning.validation import check, check_choice
 from a2ls_lightning.weighting import AuxWeightingProtocol, UnitWeights
 
 
@@ -52,6 +60,10 @@ class SACModule(pl.LightningModule):
             form (see ``a2ls losses``); empty means plain SAC.
         aux_embed_actions_rewards: embed each input action and reward of the auxiliary losses to
             ``feature_dim`` with a small MLP before the predictor (as the A2LS code does); off: raw inputs.
+        nonfinite: what a non-finite loss, gradient or parameter does: ``stop`` the run at that update (nothing is
+            saved after it; the message names the last good checkpoint) or ``skip`` the update (its optimizer step;
+            counted in ``train/nonfinite_skips``; costs one host sync per update).
+        max_nonfinite_skips: with ``nonfinite=skip``, stop after this many non-finite updates in a row.
     """
 
     def __init__(
@@ -80,9 +92,20 @@ class SACModule(pl.LightningModule):
         log_std_max: float = 2.0,
         aux_losses: Mapping[str, Any] | None = None,
         aux_embed_actions_rewards: bool = False,
+        nonfinite: str = "stop",
+        max_nonfinite_skips: int = 10,
     ) -> None:
         super().__init__()
         check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
+        for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("encoder_lr", encoder_lr),
+                            ("alpha_lr", alpha_lr), ("actor_beta1", actor_beta1), ("alpha_beta1", alpha_beta1),
+                            ("init_temperature", init_temperature), ("target_entropy", target_entropy),
+                            ("discount", discount), ("critic_tau", critic_tau), ("encoder_tau", encoder_tau),
+                            ("log_std_min", log_std_min), ("log_std_max", log_std_max)):
+            check(value is None or (isinstance(value, (int, float)) and math.isfinite(value)),
+                  f"{name}={value} must be a finite number")
+        check_choice("nonfinite", nonfinite, NONFINITE_MODES)
+        check(max_nonfinite_skips >= 1, f"max_nonfinite_skips={max_nonfinite_skips} must be >= 1")
         for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("alpha_lr", alpha_lr)):
             check(value > 0, f"{name}={value} must be > 0")
         check(encoder_lr is None or encoder_lr > 0, f"encoder_lr={encoder_lr} must be > 0 or null")
@@ -105,8 +128,10 @@ class SACModule(pl.LightningModule):
         #: The auxiliary-loss weighting rule: a weighting callback installs itself here in its ``setup``;
         #: with none, every auxiliary weight is 1.
         self.aux_weighting: AuxWeightingProtocol | None = None
+        self.guard = NonFiniteGuard(nonfinite, max_nonfinite_skips)
         self._clock: tuple[float, int, float] | None = None
         self._actor_metrics: dict[str, torch.Tensor] = {}
+        self._params: list[torch.nn.Parameter] | None = None
 
     # --- construction --------------------------------------------------------------------------------
     @property
@@ -145,8 +170,14 @@ class SACModule(pl.LightningModule):
         )
         self._env_spec = (tuple(obs_shape), int(action_dim))
 
+    def aux_loss_names(self) -> list[str]:
+        """Names of the auxiliary losses (known before any update: weighting callbacks check their settings)."""
+        return list(self.aux_specs)
+
     def setup(self, stage: str) -> None:
-        check_precision(str(self.trainer.precision))
+        check_trainer(self.trainer)
+        preflight(self.trainer)  # before the first env step: every folder this run writes to is writable
+        install_crash_safe_checkpoints(self.trainer)
         dm = self.trainer.datamodule
         self.build(dm.observation_shape, dm.action_dim)
         strategy = self.trainer.strategy
@@ -158,11 +189,26 @@ class SACModule(pl.LightningModule):
             self.aux_weighting = UnitWeights()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None:  # resuming a run (not `load_from_checkpoint`): same settings or refuse
+            dm = self.trainer.datamodule
+            data = getattr(dm, "hparams", None) if dm is not None else None
+            defaults = {"model": init_defaults(type(self)), "data": init_defaults(type(dm)) if data else {}}
+            compare_with_checkpoint(checkpoint, self.hparams, data, defaults)
         if self.learner is None and "env_spec" in checkpoint:
             self.build(*checkpoint["env_spec"])
+        self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()
         checkpoint["env_spec"] = self._env_spec
+        checkpoint["nonfinite_guard"] = self.guard.state_dict()
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` if any update so far, or any parameter, is non-finite (before a save)."""
+        where = last_checkpoint(self.trainer) if self._trainer is not None else "not under a Trainer"
+        self.guard.check(where)
+        if self.learner is not None:
+            self.guard.check_parameters(self.named_parameters(), where, self.global_step)
 
     def shared_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters shared by the main (critic) loss and the auxiliary losses: the encoder."""
@@ -199,6 +245,11 @@ class SACModule(pl.LightningModule):
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
+        losses = {f"{k} loss": v for k, v in main.items()} | {f"aux {k} loss": v for k, v in aux.items()}
+        ok = self.guard.observe(update, losses, self._grads())
+        if self.guard.mode == "skip" and self.guard.skip(update, ok, last_checkpoint(self.trainer)):
+            opt.zero_grad(set_to_none=True)  # the update is dropped whole: no step, no target update
+            return
         opt.step()
         if update % hp.target_update_freq == 0:
             self.learner.update_targets(hp.critic_tau, hp.encoder_tau)
@@ -207,12 +258,15 @@ class SACModule(pl.LightningModule):
                                    "train/temperature_loss": main["temperature"].detach(),
                                    "train/entropy": metrics.pop("entropy")}
         if (update + 1) % self.trainer.log_every_n_steps == 0:
+            self.guard.check(last_checkpoint(self.trainer))  # never log the values of a diverged update
             self._log_train(main["critic"], aux, metrics)
 
     def _log_train(self, critic: torch.Tensor, aux: dict, metrics: dict) -> None:
         values = {"train/critic_loss": critic.detach(), **self._actor_metrics}
         values.update({f"train/aux_{k}_loss": v.detach() for k, v in aux.items()})
         values.update({f"train/{k}": v for k, v in metrics.items()})
+        if self.guard.mode == "skip":
+            values["train/nonfinite_skips"] = float(self.guard.skips)
         counters = self.trainer.datamodule.counters()
         values["train/env_steps"] = counters["env_steps"]
         values["train/episodes"] = counters["episodes"]
@@ -228,18 +282,37 @@ class SACModule(pl.LightningModule):
                           on_step=True, on_epoch=False, prog_bar=True)
         self._clock = (now, update, env_steps)
 
+    def _grads(self) -> list[torch.Tensor]:
+        if self._params is None:
+            self._params = [p for p in self.parameters() if p.requires_grad]
+        return [p.grad for p in self._params if p.grad is not None]
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The guard's flag is read here, where the next collection step would wait for the device anyway; a
+        # diverged policy is never evaluated (it would report a return of 0: one-step PhysicsError episodes).
+        self.guard.check(last_checkpoint(self.trainer))
         # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners).
         self.trainer.datamodule.evaluate_if_due(self.act_deterministic)
 
 
 def check_precision(precision: str) -> None:
     """Refuse fp16 (Lightning itself turns ``16-mixed`` into ``bf16-mixed`` on a CPU)."""
-    if precision in ("16-mixed", "16", "16-true"):
-        raise ValueError(
-            f"trainer.precision={precision!r} is not supported by SACModule (fp16's range is too small for the "
-            "temperature and the log-probabilities); allowed: 32-true, bf16-mixed, bf16-true"
-        )
+    check_trainer(_PrecisionOnly(precision))
+
+
+class _PrecisionOnly:
+    max_steps, log_every_n_steps = 1, 1
+
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
+
+
+def init_defaults(cls: type) -> dict[str, Any]:
+    """Default values of ``cls.__init__``'s arguments (settings an older checkpoint may not record)."""
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def _coerce_aux_losses(aux_losses: Mapping[str, Any] | None) -> dict:

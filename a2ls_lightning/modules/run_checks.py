@@ -1,0 +1,121 @@
+"""Checks a run makes before its first env step and at resume, so that it fails early, in one line, losing nothing.
+
+- :func:`check_trainer`: trainer settings SAC relies on (``max_steps``, ``log_every_n_steps``, precision);
+- :func:`preflight`: every folder the run will write to exists and is writable (default root, logs, checkpoints and
+  their replay side files), found before any work instead of at the first save;
+- :func:`install_crash_safe_checkpoints`: Lightning's checkpoint writer replaced by the crash-safe one;
+- :func:`compare_with_checkpoint`: resuming with model or data settings that differ from the checkpoint's is
+  refused (Lightning would silently keep the checkpoint's weights with the new settings' meaning);
+- :func:`last_checkpoint`: what a failure message names as the state to resume from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from a2ls_lightning.files import AtomicCheckpointIO, ensure_writable
+
+#: Settings that may change when a run resumes (they change neither the networks nor the data collected).
+RESUMABLE_CHANGES: dict[str, frozenset[str]] = {
+    "model": frozenset({"nonfinite", "max_nonfinite_skips"}),
+    "data": frozenset({"eval_interval", "eval_episodes", "keep_replay_snapshots", "buffer_device"}),
+}
+
+
+def check_trainer(trainer: Any) -> None:
+    """One-line ``ValueError`` for trainer settings that cannot work with SAC's manual optimization."""
+    max_steps = trainer.max_steps
+    if max_steps == 0 or max_steps < -1:
+        raise ValueError(f"trainer.max_steps={max_steps} must be >= 1 (gradient updates), or -1 for no limit")
+    if trainer.log_every_n_steps < 1:
+        raise ValueError(f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 1")
+    precision = str(trainer.precision)
+    if precision in ("16-mixed", "16", "16-true"):
+        raise ValueError(
+            f"trainer.precision={precision!r} is not supported by SACModule (fp16's range is too small for the "
+            "temperature and the log-probabilities); allowed: 32-true, bf16-mixed, bf16-true"
+        )
+
+
+def preflight(trainer: Any) -> None:
+    """Create and prove writable every folder this rank will write to (one line naming the setting if not)."""
+    ensure_writable(trainer.default_root_dir, "trainer.default_root_dir")
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            log_dir = getattr(logger, "log_dir", None)
+            if log_dir:
+                ensure_writable(log_dir, "trainer.logger (its log folder)")
+    ckpt = trainer.checkpoint_callback
+    dirpath = getattr(ckpt, "dirpath", None)
+    if dirpath:
+        ensure_writable(dirpath, "the checkpoint folder (ModelCheckpoint.dirpath)")
+        ensure_writable(Path(dirpath) / "replay", "the checkpoint folder (ModelCheckpoint.dirpath) replay/")
+
+
+def install_crash_safe_checkpoints(trainer: Any) -> None:
+    """Use :class:`~a2ls_lightning.files.AtomicCheckpointIO` where Lightning's default writer is in place."""
+    strategy = trainer.strategy
+    current = getattr(strategy, "_checkpoint_io", None)
+    if current is None or type(current) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+def last_checkpoint(trainer: Any) -> str:
+    """``last good checkpoint: <path>`` (the newest this run wrote, else the one it resumed from) or a note."""
+    paths = []
+    ckpt = getattr(trainer, "checkpoint_callback", None)
+    for attr in ("_last_checkpoint_saved", "last_model_path", "best_model_path"):
+        value = getattr(ckpt, attr, "") if ckpt is not None else ""
+        if value and Path(value).is_file():
+            paths.append(str(value))
+    resumed = getattr(trainer, "ckpt_path", None)
+    if not paths and resumed:
+        paths.append(str(resumed))
+    if not paths:
+        return "no checkpoint was written by this run"
+    return f"last good checkpoint: {paths[0]} (resume with --ckpt_path)"
+
+
+def compare_with_checkpoint(checkpoint: Mapping[str, Any], model: Mapping[str, Any], data: Mapping[str, Any] | None,
+                            defaults: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse a resume whose settings differ from the checkpoint's (those in :data:`RESUMABLE_CHANGES` excepted).
+
+    Args:
+        checkpoint: the loaded checkpoint (``hyper_parameters``, ``datamodule_hyper_parameters``).
+        model: this run's model settings; data: this run's data settings (``None``: no datamodule to compare).
+        defaults: ``{"model": {...}, "data": {...}}`` values of settings that an older checkpoint does not record.
+
+    Raises:
+        ValueError: one line listing every differing field with both values.
+    """
+    differing = []
+    for section, mine, theirs in (("model", model, checkpoint.get("hyper_parameters")),
+                                  ("data", data, checkpoint.get("datamodule_hyper_parameters"))):
+        if mine is None or theirs is None:
+            continue
+        for key, value in mine.items():
+            if key.startswith("_") or key in RESUMABLE_CHANGES[section]:
+                continue
+            stored = theirs.get(key, defaults.get(section, {}).get(key, value))
+            if _normalise(stored) != _normalise(value):
+                differing.append(f"{section}.{key}={value!r} (checkpoint: {stored!r})")
+    if differing:
+        raise ValueError(f"ckpt_path: this run's settings differ from the checkpoint's: {'; '.join(differing)}; "
+                         "resume with the checkpoint's settings (its config.yaml) or start a new run")
+
+
+def _normalise(value: Any) -> Any:
+    # YAML and Python spell the same setting differently: tuples vs lists, specs vs their text, 1 vs 1.0.
+    if isinstance(value, Mapping):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    return str(value)

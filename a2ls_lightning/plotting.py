@@ -1,0 +1,212 @@
+"""Learning curves of runs: read TensorBoard scalars, pair evaluations with env steps, summarise, plot, tabulate.
+
+The lowest layer of the package (it imports nothing from ``a2ls_lightning``): numpy, matplotlib (figures drawn
+on the Agg canvas, so no display is needed and pyplot's global state is left alone) and tensorboard's
+``EventAccumulator``. Used by ``a2ls plot``, ``scripts/benchmark_learning.py`` and ``examples/quickstart.ipynb``.
+
+A *curve* is ``(x [E], y [E])``: one point per evaluation, ``x`` in env steps (action repeats included).
+A *group* is a label and the curves of its runs (e.g. one per seed)::
+
+    scalars = read_scalars("runs/sac/seed1")                # {"eval/return": [(update, value), ...], ...}
+    x, y = eval_curve(scalars)                              # [E], [E]
+    groups = {"sac": [eval_curve(read_scalars(d)) for d in sac_dirs]}
+    plot_groups(groups, "plot.png", title="cheetah-run")
+    print(markdown_table(groups))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+#: ``tag → [(step, value), ...]`` in step order; ``step`` is the logged step (the update count for this package).
+Scalars = dict[str, list[tuple[int, float]]]
+#: One run's evaluation curve: ``(x [E], y [E])``.
+Curve = tuple[np.ndarray, np.ndarray]
+
+EVENT_GLOB = "events.out.tfevents*"
+
+
+def event_files(run_dir: str | Path) -> list[Path]:
+    """The TensorBoard event files under ``run_dir`` (recursive), sorted by path."""
+    return sorted(p for p in Path(run_dir).rglob(EVENT_GLOB) if p.is_file())
+
+
+def read_scalars(run_dir: str | Path, tags: Iterable[str] | None = None) -> Scalars:
+    """Every scalar series of the TensorBoard event files under ``run_dir`` (searched recursively).
+
+    Args:
+        run_dir: one run's folder (e.g. a Lightning ``default_root_dir`` or a logger's ``version_N`` folder).
+        tags: keep only these tags (those not logged are simply absent); ``None`` keeps all.
+
+    Returns:
+        ``{tag: [(step, value), ...]}``, each series ``[S]`` sorted by step. Several event files (a resumed run)
+        are merged; where a step was written more than once, the latest write (by wall time) wins.
+
+    Raises:
+        FileNotFoundError: no event file under ``run_dir``.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = event_files(run_dir)
+    if not files:
+        raise FileNotFoundError(f"no TensorBoard event files under {run_dir}")
+    wanted = None if tags is None else set(tags)
+    events: dict[str, list[tuple[int, float, int, float]]] = {}  # tag -> (step, wall time, order, value)
+    order = 0
+    for path in files:
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0: keep every point
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if wanted is not None and tag not in wanted:
+                continue
+            for event in acc.Scalars(tag):
+                events.setdefault(tag, []).append((int(event.step), float(event.wall_time), order, float(event.value)))
+                order += 1
+    scalars: Scalars = {}
+    for tag, points in events.items():
+        points.sort()  # by step, then wall time, then reading order: the last of a step is the latest write
+        merged: dict[int, float] = {}
+        for step, _, _, value in points:
+            merged[step] = value
+        scalars[tag] = list(merged.items())
+    return scalars
+
+
+def eval_curve(
+    scalars: Mapping[str, Sequence[Sequence[float]]], tag: str = "eval/return", x_tag: str = "eval/env_steps"
+) -> Curve:
+    """One run's evaluation curve: ``(x [E], y [E])``, one point per evaluation, sorted by ``x``.
+
+    ``tag`` and ``x_tag`` are logged together at the same step (the update count): the points are paired by
+    step. Without ``x_tag`` the logged step itself is ``x``. A repeated ``x`` (a copy of an evaluation
+    written again at a later step) keeps its first point in the series' order.
+
+    Args:
+        scalars: ``{tag: [(step, value), ...]}`` as from :func:`read_scalars` (JSON lists ``[step, value]`` too).
+        tag: the evaluated quantity (``y``).
+        x_tag: the env-step counter logged with it.
+
+    Raises:
+        KeyError: ``tag`` was not logged.
+    """
+    if tag not in scalars:
+        raise KeyError(f"no {tag!r} scalars (logged tags: {', '.join(sorted(scalars)) or 'none'})")
+    series = [(int(step), float(value)) for step, value in scalars[tag]]
+    if x_tag in scalars:
+        x_at = {int(step): float(value) for step, value in scalars[x_tag]}
+        series = [(x_at[step], y) for step, y in series if step in x_at]
+    else:
+        series = [(float(step), y) for step, y in series]
+    x = np.array([p[0] for p in series], dtype=float)
+    y = np.array([p[1] for p in series], dtype=float)
+    _, first = np.unique(x, return_index=True)  # sorted unique x, index of its first occurrence
+    return x[first], y[first]
+
+
+def summarize(curves: Sequence[Curve]) -> dict[str, float | int]:
+    """Mean and std over runs of the final value and of the AULC of their curves.
+
+    The AULC is the mean of ``y`` over the evaluation points: the area under the curve normalised by its
+    length, for evenly spaced evaluations. Standard deviations are population ones (``ddof=0``).
+
+    Args:
+        curves: ``n`` curves ``(x [E_i], y [E_i])``, ``E_i >= 1``.
+
+    Returns:
+        ``{"n", "final_mean", "final_std", "aulc_mean", "aulc_std"}``.
+    """
+    if not curves:
+        raise ValueError("summarize: no curves")
+    finals = np.array([np.asarray(y, dtype=float)[-1] for _, y in curves])
+    aulc = np.array([np.mean(np.asarray(y, dtype=float)) for _, y in curves])
+    return {"n": len(curves), "final_mean": float(finals.mean()), "final_std": float(finals.std()),
+            "aulc_mean": float(aulc.mean()), "aulc_std": float(aulc.std())}
+
+
+def mean_std(mean: float, std: float, digits: int = 1) -> str:
+    """``"mean ± std"`` with ``digits`` decimals."""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(groups: Mapping[str, Sequence[Curve]], digits: int = 1) -> str:
+    """Markdown table of :func:`summarize` per group (``digits`` decimals)::
+
+        | group | runs | final (mean ± std) | AULC (mean ± std) |
+    """
+    rows = ["| group | runs | final (mean ± std) | AULC (mean ± std) |", "|---|---|---|---|"]
+    for label, curves in groups.items():
+        s = summarize(curves)
+        rows.append(f"| {label} | {s['n']} | {mean_std(s['final_mean'], s['final_std'], digits)} | "
+                    f"{mean_std(s['aulc_mean'], s['aulc_std'], digits)} |")
+    return "\n".join(rows)
+
+
+def plot_groups(
+    groups: Mapping[str, Sequence[Curve]],
+    out_png: str | Path | None = None,
+    title: str = "",
+    ylabel: str = "eval/return",
+    xlabel: str = "env steps",
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (7, 4.5),
+    dpi: int = 110,
+) -> Figure:
+    """Mean ± std band of each group's curves against env steps; the legend gives each group's run count.
+
+    A group's runs are truncated to its shortest run (``n`` points, ``x`` of its first run); curves are
+    assumed evaluated at the same ``x`` (same schedule).
+
+    Args:
+        groups: ``{label: [(x [E_i], y [E_i]), ...]}``; groups without curves are skipped.
+        out_png: where to save the figure (PNG, ``dpi``); ``None`` saves nothing.
+        title, ylabel, xlabel: axis texts.
+        ax: draw into these axes (e.g. one panel of a grid, or a notebook's ``plt.subplots()``); ``None``
+            draws a new ``figsize`` figure on the Agg canvas (pyplot untouched).
+
+    Returns:
+        The figure drawn on (``ax.figure`` when ``ax`` is given).
+    """
+    if ax is None:
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        own = True
+    else:
+        fig, own = ax.figure, False
+    for label, curves in groups.items():
+        if not curves:
+            continue
+        n = min(len(x) for x, _ in curves)
+        x = np.asarray(curves[0][0], dtype=float)[:n]
+        stack = np.stack([np.asarray(y, dtype=float)[:n] for _, y in curves])  # [runs, n]
+        mean, std = stack.mean(0), stack.std(0)
+        (line,) = ax.plot(x, mean, marker="o", markersize=3, label=f"{label} (n={len(curves)})")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    if own:
+        fig.tight_layout()
+    if out_png is not None:
+        fig.savefig(out_png, dpi=dpi)
+    return fig
+
+
+def group_curves(run_dirs: Iterable[str | Path], tag: str = "eval/return",
+                 x_tag: str = "eval/env_steps") -> list[Curve]:
+    """:func:`eval_curve` of each run folder (see :func:`read_scalars`)."""
+    return [eval_curve(read_scalars(d, tags=(tag, x_tag)), tag, x_tag) for d in run_dirs]
+
+
+__all__ = ["Curve", "Scalars", "eval_curve", "event_files", "group_curves", "markdown_table", "mean_std", "plot_groups",
+           "read_scalars", "summarize"]

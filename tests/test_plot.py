@@ -1,0 +1,192 @@
+"""``a2ls_lightning.plotting`` and ``a2ls plot`` on the TensorBoard event files of real (tiny) training runs."""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_data, tiny_module, tiny_trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from a2ls_lightning.plotting import (
+    eval_curve,
+    markdown_table,
+    plot_groups,
+    read_scalars,
+    summarize,
+)
+
+WARMUP, UPDATES, EVAL_INTERVAL, REPEAT = 40, 120, 200, 4  # cheetah-run: action repeat 4
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")  # lightning's own deprecation, not ours
+
+
+def _train(root: Path, seed: int) -> dict:
+    """One tiny run logged by a TensorBoardLogger under ``root``; what it evaluated and its final metrics."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, verbose=False)
+    data = tiny_data(eval_interval=EVAL_INTERVAL, eval_episodes=1, warmup_steps=WARMUP, seed=seed)
+    evaluations: list[tuple[int, float]] = []
+    data.add_eval_listener(lambda env_steps, value: evaluations.append((env_steps, value)))
+    trainer = tiny_trainer(root, UPDATES, logger=TensorBoardLogger(str(root), name="", version=""))
+    trainer.fit(tiny_module(), datamodule=data)
+    return {"dir": root, "evaluations": evaluations, "last": float(trainer.callback_metrics["eval/return"])}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[dict]:
+    base = tmp_path_factory.mktemp("runs")
+    return [_train(base / f"seed{seed}", seed) for seed in (1, 2)]
+
+
+def a2ls_plot(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", "plot", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=120, check=False)
+
+
+def test_read_scalars_and_eval_curve_return_the_logged_evaluations(runs):
+    for run in runs:
+        scalars = read_scalars(run["dir"])
+        assert {"eval/return", "eval/env_steps", "train/critic_loss"} <= set(scalars)
+        steps = [s for s, _ in scalars["eval/return"]]
+        assert steps == [s for s, _ in scalars["eval/env_steps"]] == sorted(steps)  # logged together, step order
+        x, y = eval_curve(scalars)
+        # every evaluation the datamodule made, once, at its env step: 200, 400, 600 and the final one
+        expected = run["evaluations"]
+        assert len(expected) == 4 and expected[-1][0] == (WARMUP + UPDATES) * REPEAT
+        np.testing.assert_array_equal(x, [e for e, _ in expected])
+        np.testing.assert_allclose(y, [v for _, v in expected], rtol=1e-6)
+        assert y[-1] == pytest.approx(run["last"], rel=1e-6)  # trainer.callback_metrics["eval/return"]
+        only = read_scalars(run["dir"], tags=["eval/return", "no/such_tag"])
+        assert list(only) == ["eval/return"] and only["eval/return"] == scalars["eval/return"]
+        # without the env-step tag the logged step (the update count) is x
+        x_updates, y_updates = eval_curve({"eval/return": scalars["eval/return"]})
+        np.testing.assert_array_equal(x_updates, steps)
+        np.testing.assert_array_equal(y_updates, y)
+
+
+def test_a2ls_plot_writes_png_and_table(runs, tmp_path):
+    base = runs[0]["dir"].parent
+    out = tmp_path / "compare.png"
+    proc = a2ls_plot("--group", f"tiny={base}/seed*", "--group", str(base / "seed1"), "--out", str(out),
+                     "--title", "tiny", "--digits", "4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    png = out.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    table = out.with_suffix(".md").read_text()
+    assert table.splitlines()[0] == "| group | runs | final (mean ± std) | AULC (mean ± std) |"
+    assert table.split("\n\n")[0] in proc.stdout
+    row = re.search(r"^\| tiny \| 2 \| (\S+) ± (\S+) \| (\S+) ± (\S+) \|$", table, re.MULTILINE)
+    assert row, table
+    lasts = [r["last"] for r in runs]
+    assert float(row[1]) == pytest.approx(np.mean(lasts), abs=1e-4)
+    assert float(row[2]) == pytest.approx(np.std(lasts), abs=1e-4)
+    aulc = [np.mean([v for _, v in r["evaluations"]]) for r in runs]
+    assert float(row[3]) == pytest.approx(np.mean(aulc), abs=1e-4)
+    # a bare GLOB is its own label
+    assert re.search(rf"^\| {re.escape(str(base / 'seed1'))} \| 1 \| ", table, re.MULTILINE), table
+
+
+def test_a2ls_plot_bad_glob_exits_2_with_one_line_naming_the_option(tmp_path):
+    proc = a2ls_plot("--group", "sac=no/such/folder/*", "--out", str(tmp_path / "x.png"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "a2ls: error: --group sac=no/such/folder/*: matched no folder with TensorBoard event files"], proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "the following arguments are required: --group"),
+    (["--group", "=x"], "--group =x: expected LABEL=GLOB"),
+    (["--group", "a={run}", "--group", "a={run}"], "--group a={run}: label 'a' given twice"),
+    (["--group", "{run}", "--tag", "eval/nope"], "--group {run}: run {run} has no 'eval/nope' scalars (see --tag)"),
+    (["--group", "{run}", "--out", "{tmp}/p.svg"], "--out {tmp}/p.svg: must end in .png"),
+    (["--group", "{run}", "--out", "{tmp}/no/p.png"], "--out {tmp}/no/p.png: folder {tmp}/no does not exist"),
+    (["--group", "{run}", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_a2ls_plot_bad_input_in_process(runs, tmp_path, capsys, args, message):
+    from a2ls_lightning.cli import main
+
+    fill = {"run": str(runs[0]["dir"]), "tmp": str(tmp_path)}
+    argv = [a.format(**fill) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "p.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", *argv])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"a2ls: error: {message.format(**fill)}"]
+    assert not list(tmp_path.rglob("p.*"))
+
+
+def test_summarize_on_hand_made_curves():
+    x = np.array([10.0, 20.0, 30.0])
+    curves = [(x, np.array([0.0, 2.0, 4.0])), (x, np.array([2.0, 4.0, 6.0]))]  # finals 4, 6; AULCs 2, 4
+    s = summarize(curves)
+    assert s["n"] == 2
+    assert s["final_mean"] == pytest.approx(5.0) and s["final_std"] == pytest.approx(1.0)  # population std
+    assert s["aulc_mean"] == pytest.approx(3.0) and s["aulc_std"] == pytest.approx(1.0)
+    # finals 3, 6; AULC = mean over the evaluation points: 2 and 14/3, mean 10/3, std 4/3
+    curves = [(x, np.array([1.0, 2.0, 3.0])), (x, np.array([4.0, 4.0, 6.0]))]
+    s = summarize(curves)
+    assert s["aulc_mean"] == pytest.approx(10 / 3) and s["aulc_std"] == pytest.approx(4 / 3)
+    assert s["final_mean"] == pytest.approx(4.5) and s["final_std"] == pytest.approx(1.5)
+    assert markdown_table({"a": curves}).splitlines()[2] == "| a | 2 | 4.5 ± 1.5 | 3.3 ± 1.3 |"
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_eval_curve_pairs_by_step_and_drops_repeated_evaluations():
+    scalars = {
+        "eval/return": [[100, 1.0], [200, 2.0], [250, 2.0], [300, 3.0]],  # 250: a copy of the 200 evaluation
+        "eval/env_steps": [[100, 400.0], [200, 800.0], [250, 800.0], [300, 1200.0]],
+        "train/x": [[1, 0.0]],
+    }
+    x, y = eval_curve(scalars)
+    np.testing.assert_array_equal(x, [400, 800, 1200])
+    np.testing.assert_array_equal(y, [1, 2, 3])
+    with pytest.raises(KeyError, match="eval/nope"):
+        eval_curve(scalars, tag="eval/nope")
+
+
+def test_read_scalars_merges_event_files_later_writes_win(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    for folder, points in (("version_0", [(0, 1.0), (1, 2.0), (2, 3.0)]), ("version_1", [(2, 30.0), (3, 40.0)])):
+        with SummaryWriter(str(tmp_path / folder)) as writer:  # a resumed run: a second file, step 2 rewritten
+            for step, value in points:
+                writer.add_scalar("eval/return", value, step)
+    assert read_scalars(tmp_path) == {"eval/return": [(0, 1.0), (1, 2.0), (2, 30.0), (3, 40.0)]}
+    with pytest.raises(FileNotFoundError):
+        read_scalars(tmp_path / "empty")
+
+
+def test_plot_groups_into_given_axes_of_a_grid(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    x = np.arange(1.0, 4.0)
+    groups = {"a": [(x, x), (x, 2 * x)], "b": [(x[:2], x[:2])], "empty": []}
+    assert plot_groups(groups, ax=axes[1], title="right") is fig
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["a (n=2)", "b (n=1)"]
+    np.testing.assert_allclose(axes[1].lines[0].get_ydata(), 1.5 * x)
+    assert not axes[0].lines
+    out = tmp_path / "own.png"
+    plot_groups(groups, out)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plotting_is_the_lowest_layer():
+    tree = ast.parse(Path(sys.modules[summarize.__module__].__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("a2ls_lightning")], imported
+    assert all(math.isfinite(v) for v in summarize([(np.ones(1), np.ones(1))]).values())
