@@ -96,6 +96,21 @@ def trainer_loop(module: SACModule, data: FixedBatchData, n: int, log_every: int
     return n / (times["end"] - times["start"])
 
 
+def guard_cost(module: SACModule, batch, calls: int = 2000) -> float:
+    """Seconds per ``guard.observe`` call on one real update's losses and gradients (its whole per-update cost)."""
+    main, aux, _ = module.learner.losses(batch, update_actor=True)
+    total = main["critic"] + sum(aux.values()) + main["actor"] + main["temperature"]
+    total.backward()
+    losses = {f"{k} loss": v for k, v in main.items()} | {f"aux {k} loss": v for k, v in aux.items()}
+    grads = module._grads()
+    for update in range(50):  # warm-up
+        module.guard.observe(update, losses, grads)
+    start = clock()
+    for update in range(calls):
+        module.guard.observe(update, losses, grads)
+    return (clock() - start) / calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=256)
@@ -105,6 +120,8 @@ def main() -> None:
     parser.add_argument("--aux", default=None, help="auxiliary losses, e.g. '{a2v: a2_winner_v}'")
     parser.add_argument("--clock", choices=sorted(CLOCK), default="cpu")
     parser.add_argument("--log-every", type=int, default=50, help="trainer.log_every_n_steps (quickstart: 50)")
+    parser.add_argument("--guard", action="store_true",
+                        help="also time the Trainer loop with the non-finite guard switched off: its overhead")
     args = parser.parse_args()
     global clock
     clock = CLOCK[args.clock]
@@ -119,12 +136,18 @@ def main() -> None:
     source.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=base.required_slice_length)
     batch = source.next_batch()
     base.build(source.observation_shape, source.action_dim)
-    results = {"plain": [], "trainer": []}
+    results = {"plain": [], "trainer": [], "no_guard": []}
     for _ in range(args.rounds):
         results["plain"].append(plain_loop(copy.deepcopy(base), batch, args.updates))
         module = copy.deepcopy(base)
         data = FixedBatchData(source, batch, args.updates)
         results["trainer"].append(trainer_loop(module, data, args.updates, args.log_every))
+        if args.guard:
+            module = copy.deepcopy(base)
+            module.guard.observe = lambda *a, **k: True  # the update without the guard's device ops
+            module.guard.check = lambda *a, **k: None
+            data = FixedBatchData(source, batch, args.updates)
+            results["no_guard"].append(trainer_loop(module, data, args.updates, args.log_every))
     plain, lightning = max(results["plain"]), max(results["trainer"])
     # Rounds alternate, so a round pair shares the machine's load: the median of per-pair ratios is robust.
     pair_ratios = sorted(t / p for t, p in zip(results["trainer"], results["plain"]))
@@ -136,6 +159,14 @@ def main() -> None:
         print(f"| {name} | {best:.1f} | {', '.join(f'{v:.1f}' for v in results[key])} |")
     print(f"ratio Trainer / plain: best-of {lightning / plain:.3f}, median of round pairs "
           f"{pair_ratios[len(pair_ratios) // 2]:.3f} (target >= 0.95)")
+    if args.guard:
+        print(f"guard.observe alone: {guard_cost(copy.deepcopy(base), batch) * 1e6:.0f} us per update "
+              f"({100 * guard_cost(copy.deepcopy(base), batch) * lightning:.2f}% of an update at {lightning:.1f}/s)")
+        costs = sorted(off / on - 1 for on, off in zip(results["trainer"], results["no_guard"]))
+        print(f"| SACModule in Trainer, guard off | {max(results['no_guard']):.1f} | "
+              f"{', '.join(f'{v:.1f}' for v in results['no_guard'])} |")
+        print(f"non-finite guard overhead per update: median of round pairs {100 * costs[len(costs) // 2]:.1f}% "
+              f"(best-of {100 * (max(results['no_guard']) / lightning - 1):.1f}%; target <= 2%)")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,14 @@ class Progress(pl.Callback):
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(str(trainer.global_step))
         tmp.replace(self.path)
+
+
+class RaiseAt(pl.Callback):
+    """Raises ``FloatingPointError`` (a failure the command reports in one line) at update ``step`` on ``rank``."""
+
+    def __init__(self, step: int, rank: int = 0) -> None:
+        self.step, self.rank = step, rank
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:
+            raise FloatingPointError(f"injected failure on rank {self.rank} at update {self.step}")

@@ -19,12 +19,16 @@ from a2ls_lightning.modules.guard import NonFiniteError
 from a2ls_lightning.validation import one_line
 
 BAD_INPUT, FAILED = 2, 1
+_PEER_GONE = re.compile(r"Connection closed by peer|Connection reset by peer|remote worker|NCCL communicator was aborted")
 
 
 def describe(err: BaseException) -> tuple[int, str] | None:
     """``(exit code, one line)`` for a known kind of error, ``None`` for a bug (shown with its traceback)."""
     if isinstance(err, (NonFiniteError, WriteError, FloatingPointError)):
         return FAILED, one_line(err)
+    if isinstance(err, RuntimeError) and _PEER_GONE.search(str(err)):
+        # DDP: another rank failed and closed its connections; its own message says why.
+        return FAILED, f"stopped because another rank failed (see its message): {one_line(err)[:200]}"
     if isinstance(err, ArgumentError):
         return BAD_INPUT, parse_error(str(err))
     if isinstance(err, yaml.YAMLError):
