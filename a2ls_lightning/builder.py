@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from a2ls_lightning.callbacks.progress import UpdateProgressBar
 from a2ls_lightning.data.datamodule import ReplayDataModule
 from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.modules.agent import SACModule, init_defaults
@@ -66,6 +68,12 @@ class A2LSCLI(LightningCLI):
     setting, and checks before any work: a resume must match the checkpoint's settings, and
     ``--trainer.enable_checkpointing false`` drops the config's ``ModelCheckpoint``."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # Only `fit`: SACModule evaluates inside `fit` (its Evaluator) and defines no validation, test or predict
+        # step, so Lightning's other verbs could only fail.
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("seed_everything", "data.seed")
         parser.add_argument(
@@ -105,6 +113,14 @@ class A2LSCLI(LightningCLI):
             trainer["callbacks"] = [c for c in trainer["callbacks"]
                                     if not str(_class_path(c)).endswith("ModelCheckpoint")]
 
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        # Our bar (updates out of max_steps, env steps, eval return) unless the bar is off or one is configured.
+        configured = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar", True) is not False and not any(
+                isinstance(c, ProgressBar) for c in configured):
+            callbacks = [*callbacks, UpdateProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         try:

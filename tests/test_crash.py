@@ -68,9 +68,8 @@ def _progress(run: Path) -> int:
 
 def _assert_resumable(run: Path, progress_at_kill: int) -> int:
     last = run / "ckpt" / "last.ckpt"
-    if progress_at_kill < INTERVAL:
-        if not last.exists():
-            return 0
+    if progress_at_kill < INTERVAL and not last.exists():
+        return 0
     checkpoint = torch.load(last, weights_only=False)
     step = checkpoint["global_step"]
     # the side file it references is there (found next to the checkpoint)

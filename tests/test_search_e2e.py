@@ -80,6 +80,21 @@ def test_tiny_search_with_two_worker_processes(tmp_path):
     report = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "8 candidates scored" in report and "| forward dynamics |" in report
     assert (tmp_path / "run" / "report" / "stages.png").exists()
+    # base.yaml is the search's own training run: its budget and a root folder under the report
+    base = yaml.safe_load((tmp_path / "run" / "report" / "base.yaml").read_text())
+    assert base["trainer"]["max_steps"] == budget_for(*_base_and_budget(config)).max_steps
+    assert base["trainer"]["default_root_dir"] == str(tmp_path / "run" / "report" / "winner")
+    assert base["model"]["hidden_dim"] == 32 and base["data"]["eval_interval"] == 600
+    # `a2ls search report` with only the storage writes next to the SQLite database of the study
+    (tmp_path / "run" / "report" / "report.md").unlink()
+    _, settings = load_search_config(config)
+    main(["report", "--storage", settings.storage_url, "--study", settings.study_name])
+    assert (tmp_path / "run" / "report" / "report.md").exists()
+
+
+def _base_and_budget(config: Path):
+    base, settings = load_search_config(config)
+    return base, settings.budget_env_steps
 
 
 def test_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(tmp_path):

@@ -16,12 +16,34 @@ from pathlib import Path
 import yaml
 
 from a2ls_lightning.builder import A2LSCLI, QUICKSTART
-from a2ls_lightning.cli.errors import describe
+from a2ls_lightning.cli.errors import OneLineArgumentParser, describe
 from a2ls_lightning.data.datamodule import ReplayDataModule
 from a2ls_lightning.modules.agent import SACModule
 
+COMMANDS = (
+    ("fit", ("train SAC with optional auxiliary losses (no --config: the quickstart, state cheetah-run); "
+             "`a2ls fit --help` lists every setting")),
+    ("losses", "list the auxiliary-loss presets (A2-winner, A2-winner-v, CURL, forward dynamics, ...)"),
+    ("search", "evolutionary search of auxiliary losses on Optuna; `a2ls search report` summarises one"),
+    ("plot", "compare runs: mean ± std of eval/return against env steps (PNG) and a table of final value and AULC"),
+)
 
-def _print_losses() -> None:
+
+def _print_help() -> None:
+    names = ",".join(name for name, _ in COMMANDS)
+    width = max(len(name) for name, _ in COMMANDS)
+    print(f"usage: a2ls {{{names}}} ...\n\nSample-efficient reinforcement learning with auxiliary losses (SAC, "
+          "A2LS losses, OL-AUX) on PyTorch Lightning and TorchRL.\n\ncommands:")
+    for name, text in COMMANDS:
+        print(f"  {name.ljust(width)}  {text}")
+    print("\nEvery command has --help. Bad settings stop before any work with one line (A2LS_DEBUG=1: traceback).")
+
+
+def _print_losses(argv: list[str]) -> None:
+    parser = OneLineArgumentParser(prog="a2ls losses", description="The auxiliary-loss presets: name, horizon, "
+                                   "inputs -> targets, operator. Use a name (or the text form) in "
+                                   "--model.aux_losses, e.g. --model.aux_losses='{a2v: a2_winner_v}'.")
+    parser.parse_args(argv)
     from a2ls_lightning.modules.auxiliary import format_presets_table
 
     print(format_presets_table())
@@ -64,8 +86,10 @@ def main(args: list[str] | None = None) -> None:
     ``search``, ``plot``."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
-        if argv[:1] == ["losses"]:
-            _print_losses()
+        if not argv or argv[0] in ("-h", "--help"):
+            _print_help()
+        elif argv[:1] == ["losses"]:
+            _print_losses(argv[1:])
         elif argv[:1] == ["search"]:
             from a2ls_lightning.cli.search import main as search_main
 

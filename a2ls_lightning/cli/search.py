@@ -44,7 +44,8 @@ def _report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="the search config (gives storage and study when they are not given)")
     parser.add_argument("--storage", help="database URL of the search")
     parser.add_argument("--study", help="study name")
-    parser.add_argument("--out", help="folder for report.md and stages.png (default: <run_dir>/report)")
+    parser.add_argument("--out", help="folder for report.md, stages.png and base.yaml (default: next to the study: "
+                        "<run_dir>/report, or beside a SQLite database file)")
     parser.add_argument("--top", type=int, default=10, help="candidates in the top table")
     return parser
 
@@ -60,9 +61,18 @@ def _report(argv: list[str]) -> None:
     settings = settings.replace(storage=args.storage, study_name=args.study)
     if args.storage is None and args.config is None:
         raise ValueError("storage: give --storage URL (or --config of the search)")
-    out = args.out or str(Path(settings.run_dir) / "report")
+    out = args.out or str(_report_dir(args.config, settings))
     print(write_report(settings.storage_url, settings.study_name, out, top=args.top))
     print(f"report written to {out}/report.md and {out}/stages.png")
+
+
+def _report_dir(config: str | None, settings: SearchSettings) -> Path:
+    """Next to the study: ``<run_dir>/report`` with a config, else beside an embedded SQLite database."""
+    if config is None and settings.storage_url.startswith("sqlite:///"):
+        return Path(settings.storage_url[len("sqlite:///"):]).parent / "report"
+    if config is None:
+        return Path("runs") / settings.study_name / "report"
+    return Path(settings.run_dir) / "report"
 
 
 def _search(argv: list[str]) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from a2ls_lightning.files import atomic_write_text
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
 from a2ls_lightning.search.runner import describe_url, open_storage
 from a2ls_lightning.search.sampler import (
@@ -156,6 +157,7 @@ class Results:
     failed: int
     stages_done: int
     base_config: dict
+    settings: dict
 
 
 def load_results(storage: str, study_name: str) -> Results:
@@ -188,7 +190,7 @@ def load_results(storage: str, study_name: str) -> Results:
                              trial.user_attrs.get(ATTR_ORIGIN, "")))
     done = sum(ledger.stage_done(s) for s in range(ledger.stages))
     return Results(study_name, ledger.population, ledger.stages, scored, pruned, failed, done,
-                   stored.get("base", {}))
+                   stored.get("base", {}), settings)
 
 
 def top_markdown(scored: list[Scored], top: int = 10) -> str:
@@ -248,10 +250,27 @@ def write_report(storage: str, study_name: str, out_dir: str | Path, top: int = 
              patterns_markdown(pattern_table([(s.spec, s.fitness) for s in results.scored]))]
     if results.scored:
         best = max(results.scored, key=lambda s: s.fitness)
-        (out / "base.yaml").write_text(yaml.safe_dump(results.base_config, sort_keys=False))
+        base = training_config(results, out / "winner")
+        atomic_write_text(out / "base.yaml", yaml.safe_dump(base, sort_keys=False))
         lines += ["", "## Training the winner", "",
-                  "The base training config of the search is `base.yaml` next to this report:", "", "```bash",
+                  "`base.yaml` next to this report is the search's training run: its config, budget "
+                  f"({base['trainer']['max_steps']} updates) and seed; logs go to `{out / 'winner'}`:", "",
+                  "```bash",
                   f"a2ls fit --config {out / 'base.yaml'} --model.aux_losses='{{best: \"{best.spec}\"}}'", "```"]
     text = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(text)
+    atomic_write_text(out / "report.md", text)
     return text
+
+
+def training_config(results: Results, root_dir: Path) -> dict:
+    """The ``a2ls fit`` config every candidate trained with: the base config, the budget's ``trainer.max_steps``
+    and a root folder of its own (``root_dir``)."""
+    import copy
+
+    from a2ls_lightning.search.objective import budget_for
+
+    base = copy.deepcopy(results.base_config)
+    budget = budget_for(base, int(results.settings["budget_env_steps"]))
+    base["trainer"] = {**(base.get("trainer") or {}), "max_steps": budget.max_steps,
+                       "default_root_dir": str(root_dir)}
+    return base
