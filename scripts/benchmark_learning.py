@@ -60,11 +60,14 @@ VARIANTS: dict[str, list[str]] = {
     "five_gradient_balancing": [f"--model.aux_losses={FIVE}",
                                 "--trainer.callbacks+=a2ls_lightning.callbacks.GradientBalancing"],
     "five_olaux": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux"],
+    # OL-AUX's rule of version 0.1: dot products with the raw critic gradient (not scale-free).
+    "five_olaux_v01": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
+                       "--trainer.callbacks.log_main=false"],
 }
 SUITES = {
     "core": ["sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
-    "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux"],
+    "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_v01"],
 }
 #: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
@@ -82,7 +85,7 @@ def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     if not event_files(log_dir):
         raise RuntimeError(f"no TensorBoard events under {log_dir}")
     scalars = read_scalars(log_dir)
-    return {t: v for t, v in scalars.items() if t in KEEP_TAGS or t.startswith("aux_weight/")}
+    return {t: v for t, v in scalars.items() if t in KEEP_TAGS or t.startswith(("aux_weight/", "olaux/"))}
 
 
 def record_path(variant: str, seed: int, tag: str, task: str = "cheetah-run") -> Path:

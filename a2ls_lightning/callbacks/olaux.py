@@ -1,21 +1,40 @@
-"""OL-AUX: online learning of auxiliary-loss weights (Lin et al. 2019, shared/seeds/olaux_paper.md).
+"""OL-AUX: online learning of auxiliary-loss weights (Lin et al. 2019, "Adaptive Auxiliary Task Weighting for
+Reinforcement Learning", NeurIPS 2019, Algorithm 1).
 
 The combined loss is ``L = L_main + Σ_i w_i A_i`` with ``A_i = log(L_aux,i + log_eps)`` under log balancing
-(else ``A_i = L_aux,i``). Every update the dot products ``⟨∇L_main, ∇A_i⟩`` over the shared parameters are
-accumulated; every ``n_steps`` updates
+(else ``A_i = L_aux,i``). Every update the dot products ``⟨∇M, ∇A_i⟩`` over the shared parameters are
+accumulated, with ``M = log(L_main + log_eps)`` under log balancing (Algorithm 1 logs every loss, the main one
+included) and ``M = L_main`` without; every ``n_steps`` updates
 
-    w_i ← max(min_weight, w_i + lr · Σ_{j<n_steps} ⟨∇L_main(θ_t+j), ∇A_i(θ_t+j)⟩)
+    w_i ← max(min_weight, w_i + lr · Σ_{j<n_steps} ⟨∇M(θ_t+j), ∇A_i(θ_t+j)⟩)
 
 i.e. gradient ascent on how fast the main loss decreases (Algorithm 1, Eq. 7).
+
+Why ``∇log L_main``: ``∇log L = ∇L / L`` is free of the loss's scale. With ``∇L_main`` itself (``log_main=False``,
+the rule of version 0.1) the dot products grow with the critic's loss, i.e. with the scale of the Q-values,
+which grows as the return does: on state cheetah-run the weights then grew without bound (230-870 after 24k
+updates) and OL-AUX ended below fixed weights. ``∇log(L_main + log_eps)`` is computed without another backward
+pass, as ``∇L_main / (L_main + log_eps)`` (the main loss averaged over DDP ranks, so every rank agrees).
+
+Where we differ from Algorithm 1, and why:
+
+- The combined loss keeps the main loss unwrapped (``L_main``, not ``log L_main``): only the weight update is
+  scale-free. Wrapping the critic loss in ``log`` divides SAC's critic gradient by the Bellman error, i.e.
+  changes its effective learning rate over training; gradient balancing, which does exactly that, ended below
+  fixed weights on our benchmark (``docs/benchmark_olaux.md``), and the paper's SAC/DDPG learning rates were
+  tuned for the unwrapped loss.
 
 Choices, after the authors' re-implementation (``Xingyu-Lin/auxiliary-tasks-rl``, ``olaux/``):
 
 - ``lr`` is the whole factor on the summed dot products, ``β·α`` in the paper's notation (5e-3 by default).
   The paper's toy problem (§5.1, ``scripts/olaux_toy.py``) quotes ``β = 1e-2``: its Figure 2 is reproduced
   with ``lr = 1e-2``; ``lr = β·α = 1e-4`` barely moves the weights in 1000 iterations.
-- Log balancing wraps the auxiliary losses only, as ``log(L_aux + log_eps)``, in the combined loss and in
-  the dot products alike (the weight then learns about the loss it actually scales). The main loss stays
-  unwrapped: wrapping the critic loss in ``log`` would change SAC's effective critic learning rate.
+- Log balancing wraps the auxiliary losses as ``log(L_aux + log_eps)`` in the combined loss and in the dot
+  products alike (the weight then learns about the loss it actually scales); the weights are clipped at
+  ``min_weight`` (0) from below only, as the authors do.
+- Diagnostics: at every log step, ``olaux/dot/<name>`` and ``olaux/cos/<name>``, the mean over the last complete
+  window of the dot product that moves the weight and of the cosine between the main and the auxiliary
+  gradient (from the gradients the update computes anyway).
 - Dot products over the shared (encoder) parameters only, of gradients averaged over DDP ranks
   (the authors averaged across workers before the dot products): the weights are identical on every rank.
 - Mixed precision: gradients are computed from the scaled loss under 16-mixed and unscaled before the dot
@@ -53,6 +72,8 @@ class OLAux(AuxWeighting):
         n_steps: updates per weight update (``N`` in the paper); the dot products are summed over them.
         lr: step size on the summed dot products (``β·α`` of the paper), >= 0.
         log_balance: wrap each auxiliary loss as ``log(L_aux + log_eps)`` (combined loss and dot products).
+        log_main: with ``log_balance``, take the dot products with ``∇log(L_main + log_eps)`` (Algorithm 1,
+            scale-free); ``False``: with ``∇L_main`` (the rule of version 0.1, kept for comparison).
         log_eps: the offset inside the log, > 0.
         init_weight: starting weight of every auxiliary loss, >= ``min_weight``.
         min_weight: weights are clipped from below at this value after each update.
@@ -75,6 +96,7 @@ class OLAux(AuxWeighting):
         n_steps: int = 5,
         lr: float = 5e-3,
         log_balance: bool = True,
+        log_main: bool = True,
         log_eps: float = 0.02,
         init_weight: float = 1.0,
         min_weight: float = 0.0,
@@ -89,10 +111,14 @@ class OLAux(AuxWeighting):
         init_weight = check_number("OLAux.init_weight", init_weight, low=min_weight)
         gradient_method = check_choice("OLAux.gradient_method", gradient_method, GRADIENT_METHODS)
         self.n_steps, self.lr, self.log_balance, self.log_eps = n_steps, lr, bool(log_balance), log_eps
+        self.log_main = bool(log_main)
         self.init_weight, self.min_weight, self.gradient_method = init_weight, min_weight, gradient_method
         # [n_steps, K] ⟨∇L_main, ∇A_i⟩ of each update of the current window; filtered and summed at its end, so
         # that the per-update path is one matmul and one add (no host sync, no finiteness test)
         self._window = torch.zeros(n_steps, 0)
+        self._cos_window = torch.zeros(n_steps, 0)  # [n_steps, K] cos(∇L_main, ∇A_i), for the diagnostics
+        self._last_dots: dict[str, float] = {}  # mean dot product and cosine of the last complete window
+        self._last_cos: dict[str, float] = {}
         self._steps_in_window = 0
         self._pending = False  # combine ran since the last after_update
         self.skipped_steps = 0  # updates left out for non-finite gradients, over the run
@@ -100,6 +126,7 @@ class OLAux(AuxWeighting):
 
     def _initial_weight(self, name: str) -> float:
         self._window = torch.cat([self._window, self._window.new_zeros(self.n_steps, 1)], dim=1)
+        self._cos_window = torch.cat([self._cos_window, self._cos_window.new_zeros(self.n_steps, 1)], dim=1)
         return self.init_weight
 
     def _combine(self, main_loss, aux_losses, names, shared_parameters):
@@ -109,15 +136,25 @@ class OLAux(AuxWeighting):
         if not torch.is_grad_enabled():  # e.g. a validation pass: nothing to learn from, nothing to count
             return main_loss + sum(self._weights[n] * loss for n, loss in zip(names, aux_losses))
         grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
-        dots = dot_with_main(all_reduce_mean(grads.shared))  # [K], from gradients identical on every rank
+        shared = all_reduce_mean(grads.shared)  # [K+1, P], identical on every rank
+        dots = dot_with_main(shared)  # [K] ⟨∇L_main, ∇A_i⟩
+        norms = shared.norm(dim=1)  # [K+1]
+        cos = dots / (norms[1:] * norms[0]).clamp_min(torch.finfo(norms.dtype).tiny)
+        if self.log_balance and self.log_main:  # ∇log(L_main + eps) = ∇L_main / (L_main + eps)
+            main_value = all_reduce_mean(main_loss.detach().float().reshape(1))
+            dots = dots / (main_value + self.log_eps)
         if self._window.device != dots.device:
             self._window = self._window.to(dots.device)
-        row = self._window[self._steps_in_window]
+            self._cos_window = self._cos_window.to(dots.device)
+        row, cos_row = self._window[self._steps_in_window], self._cos_window[self._steps_in_window]
         if names == list(self._weights):
             row += dots
+            cos_row += cos
         else:  # an update with only some of the known losses
             order = list(self._weights)
-            row.index_add_(0, torch.tensor([order.index(n) for n in names], device=dots.device), dots)
+            index = torch.tensor([order.index(n) for n in names], device=dots.device)
+            row.index_add_(0, index, dots)
+            cos_row.index_add_(0, index, cos.to(cos_row.dtype))
         self._pending = True
         return grads.combine([1.0, *(self._weights[n] for n in names)])
 
@@ -131,20 +168,35 @@ class OLAux(AuxWeighting):
             return
         finite = torch.isfinite(self._window).all(dim=1, keepdim=True)  # [n_steps, 1]: updates to keep
         sums = torch.where(finite, self._window, 0.0).sum(dim=0)
-        *sums, kept = torch.cat([sums, finite.sum().to(sums.dtype).reshape(1)]).tolist()
+        cos_sums = torch.where(finite, self._cos_window, 0.0).sum(dim=0)
+        k = len(self._weights)
+        *values, kept = torch.cat([sums, cos_sums.to(sums.dtype), finite.sum().to(sums.dtype).reshape(1)]).tolist()
+        sums, cos_sums = values[:k], values[k:]
         self.skipped_steps += self.n_steps - int(kept)
-        for name, total in zip(self._weights, sums):
+        for name, total, cos_total in zip(self._weights, sums, cos_sums):
             self._weights[name] = max(self.min_weight, self._weights[name] + self.lr * total)
+            self._last_dots[name] = total / max(kept, 1)
+            self._last_cos[name] = cos_total / max(kept, 1)
         self._window.zero_()
+        self._cos_window.zero_()
         self._steps_in_window = 0
 
     def metrics(self) -> dict[str, float]:
-        return {**super().metrics(), "olaux/skipped_steps": float(self.skipped_steps)}
+        """``aux_weight/<name>``, ``olaux/dot/<name>`` and ``olaux/cos/<name>`` (means over the last complete
+        window: the dot product that moved the weight, and the cosine between the main and the auxiliary
+        gradient), ``olaux/skipped_steps``."""
+        out = {**super().metrics(), "olaux/skipped_steps": float(self.skipped_steps)}
+        out.update({f"olaux/dot/{name}": value for name, value in self._last_dots.items()})
+        out.update({f"olaux/cos/{name}": value for name, value in self._last_cos.items()})
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "weights": dict(self._weights),
             "window": self._window.detach().cpu().clone(),
+            "cos_window": self._cos_window.detach().cpu().clone(),
+            "last_dots": dict(self._last_dots),
+            "last_cos": dict(self._last_cos),
             "steps_in_window": self._steps_in_window,
             "pending": self._pending,
             "skipped_steps": self.skipped_steps,
@@ -154,6 +206,10 @@ class OLAux(AuxWeighting):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._weights = dict(state_dict["weights"])
         self._window = state_dict["window"].detach().clone()
+        # Checkpoints of version 0.1 hold no diagnostics: they start afresh.
+        self._cos_window = state_dict.get("cos_window", torch.zeros_like(self._window)).detach().clone()
+        self._last_dots = dict(state_dict.get("last_dots", {}))
+        self._last_cos = dict(state_dict.get("last_cos", {}))
         self._steps_in_window = int(state_dict["steps_in_window"])
         self._pending = bool(state_dict["pending"])
         self.skipped_steps = int(state_dict["skipped_steps"])
