@@ -150,6 +150,58 @@ def _results(variant: str, tag: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((RUNS / tag / variant).glob("seed*.json"))]
 
 
+def planet_report(tag: str, expected_seeds: int = 3) -> str:
+    """``docs/benchmark_planet.md`` and ``.png`` from the stored runs of the six PlaNet tasks (partial or whole).
+
+    Per task and variant: final ``eval/return`` and AULC (mean ± std over seeds), the variants' rank by AULC;
+    the summary row is the mean over tasks of each variant's final return divided by SAC's on that task.
+    """
+    import matplotlib.pyplot as plt
+
+    curves = {task: {v: [_curve(json.loads(p.read_text())) for p in
+                         sorted(record_path(v, 0, tag, task).parent.glob("seed*.json"))]
+                     for v in PLANET_VARIANTS} for task in PLANET_TASKS}
+    lines = ["| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | "
+             "rank by AULC |", "|---|---|---|---|---|---|"]
+    ratios: dict[str, list[float]] = {v: [] for v in PLANET_VARIANTS}
+    complete = 0
+    for task, by_variant in curves.items():
+        stats = {v: summarize(c) for v, c in by_variant.items() if c}
+        order = sorted(stats, key=lambda v: -stats[v]["aulc_mean"])
+        for v in PLANET_VARIANTS:
+            if v not in stats:
+                lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | 0 | – | – | – |")
+                continue
+            st = stats[v]
+            lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | {st['n']} | "
+                         f"{mean_std(st['final_mean'], st['final_std'])} | {mean_std(st['aulc_mean'], st['aulc_std'])}"
+                         f" | {order.index(v) + 1} of {len(order)} |")
+            if "sac" in stats and stats["sac"]["final_mean"] > 0:
+                ratios[v].append(st["final_mean"] / stats["sac"]["final_mean"])
+        complete += all(len(c) >= expected_seeds for c in by_variant.values())
+    lines.append("| **mean over tasks, final return / SAC's** | | | | | |")
+    for v in PLANET_VARIANTS:
+        if ratios[v]:
+            lines.append(f"| | {v} | | {np.mean(ratios[v]):.2f} (over {len(ratios[v])} tasks) | | |")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (task, by_variant) in zip(axes.flat, curves.items()):
+        plot_groups({v: c for v, c in by_variant.items() if c}, ax=ax, title=f"{task} (repeat {PLANET_TASKS[task]})")
+    fig.tight_layout()
+    png = ROOT / "docs" / f"benchmark_planet{_suffix(tag)}.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    table = "\n".join(lines)
+    status = ("complete" if complete == len(PLANET_TASKS) else
+              f"partial: {complete} of {len(PLANET_TASKS)} tasks have {expected_seeds} seeds of every variant")
+    (ROOT / "docs" / f"benchmark_planet{_suffix(tag)}.md").write_text(
+        "# Learning benchmark: the six PlaNet tasks, state observations\n\n"
+        "Measured by `python scripts/benchmark_learning.py --suite planet` on this project's 2-core CPU machine "
+        f"(one thread per run); config `configs/{CONFIG.name}` with each task's action repeat, 100k env steps "
+        f"(1000 warm-up agent steps), evaluation every 10k env steps over 10 episodes. Status: {status}.\n\n"
+        f"{table}\n\n![curves]({png.name})\n")
+    return table
+
+
 def report(suite: str, tag: str) -> str:
     """Write ``docs/benchmark_<suite>.md`` and ``.png`` from the stored runs; return the table."""
     import matplotlib
@@ -251,6 +303,7 @@ def main() -> None:
         if not args.report_only:
             with ThreadPoolExecutor(args.jobs) as pool:
                 list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+        print(planet_report(tag, expected_seeds=len(args.seeds)))
         return
     if not args.report_only:
         jobs = [(v, s) for s in args.seeds for v in SUITES[args.suite]]

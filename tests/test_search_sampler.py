@@ -278,6 +278,25 @@ def test_report_of_an_injected_search(tmp_path):
     assert "| forward dynamics |" in text and "| more target states than input states |" in text
     assert text.count("| h=") == 5 or text.count("`h=") >= 5
     assert "a2ls fit --config" in text
+    # olaux.yaml: the 5 best distinct candidates under OL-AUX, and it trains through the real command
+    import yaml
+
+    olaux = yaml.safe_load((tmp_path / "report" / "olaux.yaml").read_text())
+    losses = olaux["model"]["aux_losses"]
+    assert len(losses) == 5 and len(set(losses.values())) == 5
+    assert olaux["trainer"]["callbacks"][-1] == {"class_path": "a2ls_lightning.callbacks.OLAux"}
+    assert olaux["trainer"]["default_root_dir"] == str(tmp_path / "report" / "olaux")
+    from a2ls_lightning.cli import main
+
+    main(["fit", f"--config={tmp_path / 'report' / 'olaux.yaml'}", "--trainer.max_steps=6", "--data.warmup_steps=40",
+          "--model.hidden_dim=32", "--data.batch_size=16", "--data.capacity=500", "--data.eval_episodes=0",
+          "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
+    import torch
+
+    checkpoint = torch.load(next((tmp_path / "report" / "olaux").rglob("*.ckpt")), weights_only=False)
+    assert checkpoint["global_step"] == 6
+    weights = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("OLAux"))["weights"]
+    assert sorted(weights) == sorted(losses)
 
 
 # --- settings that fail before any training ------------------------------------------------------------------

@@ -47,6 +47,8 @@ def _report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="folder for report.md, stages.png and base.yaml (default: next to the study: "
                         "<run_dir>/report, or beside a SQLite database file)")
     parser.add_argument("--top", type=int, default=10, help="candidates in the top table")
+    parser.add_argument("--olaux-top", type=int, default=5,
+                        help="distinct best candidates trained together under OL-AUX by <out>/olaux.yaml")
     return parser
 
 
@@ -62,8 +64,10 @@ def _report(argv: list[str]) -> None:
     if args.storage is None and args.config is None:
         raise ValueError("storage: give --storage URL (or --config of the search)")
     out = args.out or str(_report_dir(args.config, settings))
-    print(write_report(settings.storage_url, settings.study_name, out, top=args.top))
-    print(f"report written to {out}/report.md and {out}/stages.png")
+    if args.olaux_top < 1:
+        raise ValueError(f"a2ls search report: --olaux-top={args.olaux_top} must be >= 1")
+    print(write_report(settings.storage_url, settings.study_name, out, top=args.top, olaux_top=args.olaux_top))
+    print(f"report written to {out}/report.md, {out}/stages.png, {out}/base.yaml and {out}/olaux.yaml")
 
 
 def _report_dir(config: str | None, settings: SearchSettings) -> Path:

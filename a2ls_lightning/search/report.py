@@ -231,7 +231,7 @@ def stage_figure(results: Results, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(storage: str, study_name: str, out_dir: str | Path, top: int = 10) -> str:
+def write_report(storage: str, study_name: str, out_dir: str | Path, top: int = 10, olaux_top: int = 5) -> str:
     """Write ``report.md``, ``stages.png`` and ``base.yaml`` (the base training config, to train the winner
     with ``a2ls fit``) into ``out_dir``; return the markdown."""
     import yaml
@@ -252,14 +252,38 @@ def write_report(storage: str, study_name: str, out_dir: str | Path, top: int = 
         best = max(results.scored, key=lambda s: s.fitness)
         base = training_config(results, out / "winner")
         atomic_write_text(out / "base.yaml", yaml.safe_dump(base, sort_keys=False))
+        olaux = olaux_config(results, out / "olaux", olaux_top)
+        atomic_write_text(out / "olaux.yaml", yaml.safe_dump(olaux, sort_keys=False))
         lines += ["", "## Training the winner", "",
                   "`base.yaml` next to this report is the search's training run: its config, budget "
                   f"({base['trainer']['max_steps']} updates) and seed; logs go to `{out / 'winner'}`:", "",
                   "```bash",
-                  f"a2ls fit --config {out / 'base.yaml'} --model.aux_losses='{{best: \"{best.spec}\"}}'", "```"]
+                  f"a2ls fit --config {out / 'base.yaml'} --model.aux_losses='{{best: \"{best.spec}\"}}'", "```",
+                  "", "## The best losses together, weighted by OL-AUX", "",
+                  f"`olaux.yaml` trains the {len(olaux['model']['aux_losses'])} best distinct candidates at once, "
+                  "their weights learned online by OL-AUX (Lin et al. 2019), with the same training settings:", "",
+                  "```bash", f"a2ls fit --config {out / 'olaux.yaml'}", "```"]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
     return text
+
+
+def olaux_config(results: Results, root_dir: Path, top: int) -> dict:
+    """:func:`training_config` with the ``top`` best distinct candidates as auxiliary losses weighted by OL-AUX."""
+    config = training_config(results, root_dir)
+    losses: dict[str, str] = {}
+    for scored in sorted(results.scored, key=lambda s: -s.fitness):
+        text = str(scored.spec)
+        if text not in losses.values():
+            losses[f"top{len(losses) + 1}"] = text
+        if len(losses) == top:
+            break
+    config["model"] = {**(config.get("model") or {}), "aux_losses": losses}
+    trainer = config["trainer"]
+    callbacks = [c for c in trainer.get("callbacks") or []
+                 if not str(c.get("class_path", "") if isinstance(c, dict) else c).startswith("a2ls_lightning.callbacks")]
+    trainer["callbacks"] = [*callbacks, {"class_path": "a2ls_lightning.callbacks.OLAux"}]
+    return config
 
 
 def training_config(results: Results, root_dir: Path) -> dict:
