@@ -17,11 +17,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import weakref
 
 import torch
 from torch import nn
 
-from a2ls_lightning.callbacks import AuxWeighting, CosineGating, FixedWeights, GradientBalancing, OLAux
+from a2ls_lightning.callbacks import (
+    AuxWeighting,
+    CosineGating,
+    FixedWeights,
+    GradientBalancing,
+    OLAux,
+)
 
 OBS, ACTION, FEATURES, AUX_LOSSES, BATCH = 17, 6, 50, 5, 256
 
@@ -54,11 +61,20 @@ class Problem(nn.Module):
         return critic, aux
 
 
+class StandInTrainer:
+    """What OLAux reads of its Trainer: the update count and the logging interval (its cosines are computed
+    only in the windows a log step reports)."""
+
+    def __init__(self, log_every_n_steps: int) -> None:
+        self.log_every_n_steps, self.global_step = log_every_n_steps, 0
+
+
 def make_update(rule: AuxWeighting, seed: int = 0):
     torch.manual_seed(seed)
     problem = Problem()
     optimizer = torch.optim.Adam(problem.parameters(), lr=1e-4)
     shared = list(problem.encoder.parameters())
+    trainer = getattr(rule, "stand_in_trainer", None)
 
     def update() -> None:
         main, aux = problem.losses()
@@ -67,14 +83,24 @@ def make_update(rule: AuxWeighting, seed: int = 0):
         total.backward()
         optimizer.step()
         rule.after_update()
+        if trainer is not None:
+            trainer.global_step += 1
 
     return update
+
+
+def _logged_every(steps: int, rule: OLAux) -> OLAux:
+    """``rule`` as under a Trainer that logs every ``steps`` updates (the quickstart: 50)."""
+    rule.stand_in_trainer = StandInTrainer(steps)
+    rule._trainer = weakref.ref(rule.stand_in_trainer)
+    return rule
 
 
 RULES = {
     "FixedWeights": lambda: FixedWeights(1.0),
     "GradientBalancing": lambda: GradientBalancing(),
-    "OLAux (per_loss)": lambda: OLAux(),
+    "OLAux (per_loss)": lambda: _logged_every(50, OLAux()),
+    "OLAux (per_loss; cos every window)": lambda: OLAux(),
     "OLAux (batched)": lambda: OLAux(gradient_method="batched"),
     "CosineGating (per_loss)": lambda: CosineGating(),
     "CosineGating (batched)": lambda: CosineGating(gradient_method="batched"),

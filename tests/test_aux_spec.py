@@ -171,8 +171,10 @@ def test_coerce_accepts_spec_preset_name_text_and_flags() -> None:
     assert AuxLossSpec.coerce(A2_WINNER_FLAGS) == winner
     with pytest.raises(ValueError, match="a2_winner"):
         AuxLossSpec.coerce(3)
-    with pytest.raises(ValueError, match="^text: "):
+    with pytest.raises(ValueError, match="^unknown preset 'no_such_preset'; presets: a2_winner, "):
         AuxLossSpec.coerce("no_such_preset")
+    with pytest.raises(ValueError, match="^text: "):  # the text form, malformed
+        AuxLossSpec.coerce("h=1 s0 -> -> s1 mse")
 
 
 # --------------------------------------------------------------------------- presets

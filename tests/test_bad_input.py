@@ -52,7 +52,7 @@ CASES = [
     (["--model.log_std_min=3"], "log_std_min=3"),
     (["--model.nonfinite=ignore"], "nonfinite='ignore'"),
     (["--model.aux_losses={fwd: h=0 s0 -> s1 mse}"], "aux_losses.fwd"),
-    (["--model.aux_losses={x: not_a_preset}"], "aux_losses.x"),
+    (["--model.aux_losses={x: not_a_preset}"], "aux_losses.x: unknown preset 'not_a_preset'; presets: a2_winner,"),
     # trainer
     (["--trainer.log_every_n_steps=0"], "log_every_n_steps=0"),
     (["--trainer.max_steps=-5"], "max_steps"),

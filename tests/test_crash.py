@@ -68,7 +68,8 @@ def _progress(run: Path) -> int:
 
 def _assert_resumable(run: Path, progress_at_kill: int) -> int:
     last = run / "ckpt" / "last.ckpt"
-    if progress_at_kill < INTERVAL and not last.exists():
+    if not last.exists():  # killed before (or during) the first save: at most the first interval is lost
+        assert progress_at_kill <= INTERVAL, f"no checkpoint after {progress_at_kill} updates"
         return 0
     checkpoint = torch.load(last, weights_only=False)
     step = checkpoint["global_step"]

@@ -50,6 +50,7 @@ shared with other jobs, hence one thread and CPU time.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -91,6 +92,9 @@ class OLAux(AuxWeighting):
         True
     """
 
+    #: Differentiates each loss on its own (walks its graph): a module runs its losses eagerly for it.
+    needs_loss_graphs = True
+
     def __init__(
         self,
         n_steps: int = 5,
@@ -120,6 +124,8 @@ class OLAux(AuxWeighting):
         self._last_dots: dict[str, float] = {}  # mean dot product and cosine of the last complete window
         self._last_cos: dict[str, float] = {}
         self._steps_in_window = 0
+        self._measure = True  # compute the cosines in the current window (see _window_is_reported)
+        self._trainer = None
         self._pending = False  # combine ran since the last after_update
         self.skipped_steps = 0  # updates left out for non-finite gradients, over the run
         self._log_checked = False
@@ -138,23 +144,32 @@ class OLAux(AuxWeighting):
         grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
         shared = all_reduce_mean(grads.shared)  # [K+1, P], identical on every rank
         dots = dot_with_main(shared)  # [K] ⟨∇L_main, ∇A_i⟩
-        norms = shared.norm(dim=1)  # [K+1]
-        cos = dots / (norms[1:] * norms[0]).clamp_min(torch.finfo(norms.dtype).tiny)
-        if self.log_balance and self.log_main:  # ∇log(L_main + eps) = ∇L_main / (L_main + eps)
-            main_value = all_reduce_mean(main_loss.detach().float().reshape(1))
-            dots = dots / (main_value + self.log_eps)
+        if self._steps_in_window == 0:
+            self._measure = self._window_is_reported()
+        if self._measure:  # cosines only in windows a log step will report: no cost on the other updates
+            norms = shared.norm(dim=1)  # [K+1]
+            cos = dots / (norms[1:] * norms[0]).clamp_min(torch.finfo(norms.dtype).tiny)
+        # ∇log(L_main + eps) = ∇L_main / (L_main + eps): the divisor, folded into the window's add below
+        denominator = None
+        if self.log_balance and self.log_main:
+            denominator = all_reduce_mean(main_loss.detach().float().reshape(1)) + self.log_eps
         if self._window.device != dots.device:
             self._window = self._window.to(dots.device)
             self._cos_window = self._cos_window.to(dots.device)
         row, cos_row = self._window[self._steps_in_window], self._cos_window[self._steps_in_window]
         if names == list(self._weights):
-            row += dots
-            cos_row += cos
+            if denominator is None:
+                row += dots
+            else:
+                row.addcdiv_(dots, denominator)
+            if self._measure:
+                cos_row += cos
         else:  # an update with only some of the known losses
             order = list(self._weights)
             index = torch.tensor([order.index(n) for n in names], device=dots.device)
-            row.index_add_(0, index, dots)
-            cos_row.index_add_(0, index, cos.to(cos_row.dtype))
+            row.index_add_(0, index, dots if denominator is None else dots / denominator)
+            if self._measure:
+                cos_row.index_add_(0, index, cos.to(cos_row.dtype))
         self._pending = True
         return grads.combine([1.0, *(self._weights[n] for n in names)])
 
@@ -176,10 +191,25 @@ class OLAux(AuxWeighting):
         for name, total, cos_total in zip(self._weights, sums, cos_sums):
             self._weights[name] = max(self.min_weight, self._weights[name] + self.lr * total)
             self._last_dots[name] = total / max(kept, 1)
-            self._last_cos[name] = cos_total / max(kept, 1)
+            if self._measure:
+                self._last_cos[name] = cos_total / max(kept, 1)
         self._window.zero_()
         self._cos_window.zero_()
         self._steps_in_window = 0
+
+    def _window_is_reported(self) -> bool:
+        """Will a log step report the window starting now (the last complete window before that step)?"""
+        trainer = self._trainer() if self._trainer is not None else None
+        every = getattr(trainer, "log_every_n_steps", 0) if trainer is not None else 0
+        if not every:
+            return True  # outside a Trainer: measure every window
+        start, n = trainer.global_step, self.n_steps  # the window ends after update start + n - 1
+        next_log = -(-(start + n) // every) * every  # first log step at or after the window's end
+        return next_log < start + 2 * n  # no later window completes before that log step
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._trainer = weakref.ref(trainer)  # a weak one: the callback may outlive or be copied apart from it
 
     def metrics(self) -> dict[str, float]:
         """``aux_weight/<name>``, ``olaux/dot/<name>`` and ``olaux/cos/<name>`` (means over the last complete
@@ -197,6 +227,7 @@ class OLAux(AuxWeighting):
             "cos_window": self._cos_window.detach().cpu().clone(),
             "last_dots": dict(self._last_dots),
             "last_cos": dict(self._last_cos),
+            "measure": self._measure,
             "steps_in_window": self._steps_in_window,
             "pending": self._pending,
             "skipped_steps": self.skipped_steps,
@@ -210,6 +241,7 @@ class OLAux(AuxWeighting):
         self._cos_window = state_dict.get("cos_window", torch.zeros_like(self._window)).detach().clone()
         self._last_dots = dict(state_dict.get("last_dots", {}))
         self._last_cos = dict(state_dict.get("last_cos", {}))
+        self._measure = bool(state_dict.get("measure", True))
         self._steps_in_window = int(state_dict["steps_in_window"])
         self._pending = bool(state_dict["pending"])
         self.skipped_steps = int(state_dict["skipped_steps"])

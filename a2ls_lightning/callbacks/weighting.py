@@ -226,6 +226,9 @@ class CosineGating(AuxWeighting):
             big heads) or ``"batched"`` (one vmapped call over the shared parameters).
     """
 
+    #: Differentiates each loss on its own (walks its graph): a module runs its losses eagerly for it.
+    needs_loss_graphs = True
+
     def __init__(self, weighted: bool = False, gradient_method: GradientMethod = "per_loss") -> None:
         super().__init__()
         self.weighted = bool(weighted)

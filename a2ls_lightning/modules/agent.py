@@ -64,6 +64,15 @@ class SACModule(pl.LightningModule):
             saved after it; the message names the last good checkpoint) or ``skip`` the update (its optimizer step;
             counted in ``train/nonfinite_skips``; costs one host sync per update).
         max_nonfinite_skips: with ``nonfinite=skip``, stop after this many non-finite updates in a row.
+        compile: ``torch.compile`` the loss computation of an update (the losses of ``SACLearner.losses``,
+            compiled once in ``build``, ``dynamic=False``: one graph per batch shape and per actor/no-actor update);
+            on CUDA this fuses the many small ops of the encoder, critic, actor and auxiliary losses into few
+            kernels. The weighting rule and the backward/optimizer step run eagerly. Weighting rules that
+            differentiate each loss on its own (``OLAux``, ``CosineGating``: they walk each loss's graph) fall back
+            to the eager losses; ``FixedWeights`` and ``GradientBalancing`` use the compiled ones. CUDA-graph
+            capture of the whole update is not done.
+            Results equal eager ones within float tolerance only (compiled random sampling differs from eager
+            unless ``torch._inductor.config.fallback_random`` is set). The first updates pay the compile time.
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class SACModule(pl.LightningModule):
         aux_embed_actions_rewards: bool = False,
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
@@ -132,6 +142,7 @@ class SACModule(pl.LightningModule):
         self._clock: tuple[float, int, float] | None = None
         self._actor_metrics: dict[str, torch.Tensor] = {}
         self._params: list[torch.nn.Parameter] | None = None
+        self._losses_fn = None  # learner.losses, or its torch.compile'd form (``compile``); set in build()
 
     # --- construction --------------------------------------------------------------------------------
     @property
@@ -168,6 +179,7 @@ class SACModule(pl.LightningModule):
             log_std_bounds=(hp.log_std_min, hp.log_std_max),
             aux_losses=aux_modules,
         )
+        self._losses_fn = torch.compile(self.learner.losses, dynamic=False) if hp.compile else self.learner.losses
         self._env_spec = (tuple(obs_shape), int(action_dim))
 
     def aux_loss_names(self) -> list[str]:
@@ -239,7 +251,9 @@ class SACModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         hp = self.hparams
         update = self.trainer.global_step  # updates done so far (one optimizer step each)
-        main, aux, metrics = self.learner.losses(batch, update_actor=update % hp.actor_update_freq == 0)
+        # A rule that walks each loss's own graph cannot see through a compiled graph: it gets the eager losses.
+        losses_fn = self.learner.losses if getattr(self.aux_weighting, "needs_loss_graphs", False) else self._losses_fn
+        main, aux, metrics = losses_fn(batch, update_actor=update % hp.actor_update_freq == 0)
         critic = self.aux_weighting.combine(main["critic"], aux, self.shared_parameters())
         total = critic + main.get("actor", 0.0) + main.get("temperature", 0.0)
         opt = self.optimizers()

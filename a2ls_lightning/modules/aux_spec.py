@@ -332,7 +332,12 @@ class AuxLossSpec:
         if isinstance(value, str):
             presets = cls.presets()
             name = value.strip()
-            return presets[name] if name in presets else cls.parse(value)
+            if name in presets:
+                return presets[name]
+            if "->" not in name and "→" not in name:  # a name, not the text form: say which names exist
+                raise ValueError(f"unknown preset {name!r}; presets: {', '.join(presets)} (see `a2ls losses`), "
+                                 "or the text form, e.g. 'h=1 s0,a0 -> s1 mse'")
+            return cls.parse(value)
         if isinstance(value, Mapping):
             return cls.from_flags(**value)
         raise ValueError(

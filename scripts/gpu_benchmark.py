@@ -1,0 +1,113 @@
+"""Updates/s of one SAC update (losses + backward + Adam step) on one fixed real batch; prints one Markdown row.
+
+Timing is a plain PyTorch loop over the module's own pieces (``SACModule._losses_fn``, which is
+``learner.losses`` or its ``torch.compile``'d form with ``--compile``, then backward, Adam step, EMA targets), not
+a Lightning Trainer: only the update is timed (no collection, no logging). ``--precision bf16-mixed`` runs the
+losses under ``torch.autocast(bfloat16)`` as Lightning's ``bf16-mixed`` does. Wall clock, with a device
+synchronize around the timed loop; warm-up updates (compilation included) are not timed.
+
+    python scripts/gpu_benchmark.py --device cuda --hidden 1024 --batch 512 --updates 200
+    python scripts/gpu_benchmark.py --device cuda --pixels --batch 512 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+import warnings
+
+import lightning.pytorch as pl
+import torch
+
+from a2ls_lightning import ReplayDataModule, SACModule
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def make(args) -> tuple[SACModule, object]:
+    pl.seed_everything(0)
+    data_kwargs = {"batch_size": args.batch, "capacity": 10_000, "warmup_steps": args.warmup_steps}
+    model_kwargs = {"hidden_dim": args.hidden, "compile": args.compile}
+    if args.pixels:
+        data_kwargs.update(from_pixels=True, image_size=args.image_size, frame_stack=3)
+        model_kwargs.update(encoder="pixel", crop_size=args.crop_size)
+    source = ReplayDataModule(**data_kwargs)
+    module = SACModule(**model_kwargs)
+    source.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=module.required_slice_length)
+    batch = source.next_batch().to(args.device)
+    module.build(source.observation_shape, source.action_dim)
+    module.to(args.device)
+    return module, batch
+
+
+def updates_per_second(module: SACModule, batch, args) -> float:
+    hp, learner = module.hparams, module.learner
+    opt = module.configure_optimizers()
+    device = torch.device(args.device)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16-mixed"
+                else contextlib.nullcontext())
+
+    def update(i: int) -> torch.Tensor:
+        with autocast:
+            main, aux, _ = module._losses_fn(batch, update_actor=i % hp.actor_update_freq == 0)
+            total = main["critic"] + sum(aux.values()) + main.get("actor", 0.0) + main.get("temperature", 0.0)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if i % hp.target_update_freq == 0:
+            learner.update_targets(hp.critic_tau, hp.encoder_tau)
+        return total
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(args.warmup_updates):  # both actor / no-actor graphs compiled here
+        update(i)
+    sync()
+    start = time.perf_counter()
+    for i in range(args.updates):
+        total = update(i)
+    sync()
+    elapsed = time.perf_counter() - start
+    if not torch.isfinite(total.detach().float()).item():
+        raise SystemExit(f"non-finite loss {total.item()}")
+    return args.updates / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--warmup-updates", type=int, default=4)
+    parser.add_argument("--warmup-steps", type=int, default=600, help="env steps collected before the batch")
+    parser.add_argument("--pixels", action="store_true", help="pixel observations (CURL sizes)")
+    parser.add_argument("--image-size", type=int, default=100)
+    parser.add_argument("--crop-size", type=int, default=84)
+    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    parser.add_argument("--compile", action="store_true", help="SACModule(compile=True)")
+    parser.add_argument("--modes", default=None,
+                        help="several rows in one process (saves start-up): comma list of fp32,bf16,compiled")
+    parser.add_argument("--header", action="store_true", help="print the table header first")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here (use --device cpu)")
+    if args.device == "cpu":
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.header:
+        print("| observations | mode | device | hidden | batch | updates/s |\n|---|---|---|---|---|---|", flush=True)
+    runs = [(args.precision, args.compile)]
+    if args.modes:
+        table = {"fp32": ("32", False), "bf16": ("bf16-mixed", False), "compiled": ("32", True)}
+        runs = [table[m.strip()] for m in args.modes.split(",")]
+    for args.precision, args.compile in runs:
+        module, batch = make(args)
+        rate = updates_per_second(module, batch, args)
+        mode = "compiled" if args.compile else ("eager bf16-mixed" if args.precision == "bf16-mixed" else "eager fp32")
+        obs = f"pixels {args.image_size}->{args.crop_size}" if args.pixels else "state"
+        print(f"| {obs} | {mode} | {args.device} | {args.hidden} | {args.batch} | {rate:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
