@@ -161,8 +161,8 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
     curves = {task: {v: [_curve(json.loads(p.read_text())) for p in
                          sorted(record_path(v, 0, tag, task).parent.glob("seed*.json"))]
                      for v in PLANET_VARIANTS} for task in PLANET_TASKS}
-    lines = ["| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | "
-             "rank by AULC |", "|---|---|---|---|---|---|"]
+    header = "| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | rank by AULC |"
+    lines = [header, "|---|---|---|---|---|---|"]
     ratios: dict[str, list[float]] = {v: [] for v in PLANET_VARIANTS}
     complete = 0
     for task, by_variant in curves.items():

@@ -12,6 +12,7 @@ by 2x with other jobs, CPU time much less; with one thread it is the work done. 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import tempfile
 import time
@@ -58,19 +59,29 @@ CLOCK = {"cpu": time.process_time, "wall": time.perf_counter}
 clock = CLOCK["cpu"]
 
 
+def sac_update(module: SACModule, opt, batch, update: int, losses_fn=None, autocast=None) -> torch.Tensor:
+    """One update of SACModule.training_step as bare PyTorch (fixed weights of 1); returns the total loss.
+
+    ``losses_fn``: the learner's ``losses`` (default) or a compiled form; ``autocast``: a context for the forward.
+    """
+    hp, learner = module.hparams, module.learner
+    with autocast if autocast is not None else contextlib.nullcontext():
+        main, aux, _ = (losses_fn or learner.losses)(batch, update_actor=update % hp.actor_update_freq == 0)
+        total = main["critic"] + sum(aux.values()) + main.get("actor", 0.0) + main.get("temperature", 0.0)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    if update % hp.target_update_freq == 0:
+        learner.update_targets(hp.critic_tau, hp.encoder_tau)
+    return total
+
+
 def plain_loop(module: SACModule, batch, n: int) -> float:
     """The same update as SACModule.training_step, written as a bare loop; returns updates/s."""
-    hp, learner = module.hparams, module.learner
     opt = module.configure_optimizers()
     start = clock()
     for update in range(n):
-        main, aux, _ = learner.losses(batch, update_actor=update % hp.actor_update_freq == 0)
-        total = main["critic"] + sum(aux.values()) + main.get("actor", 0.0) + main.get("temperature", 0.0)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        if update % hp.target_update_freq == 0:
-            learner.update_targets(hp.critic_tau, hp.encoder_tau)
+        sac_update(module, opt, batch, update)
     return n / (clock() - start)
 
 

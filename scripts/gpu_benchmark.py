@@ -15,11 +15,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchmark_throughput import sac_update
 
 from a2ls_lightning import ReplayDataModule, SACModule
 
@@ -43,22 +48,13 @@ def make(args) -> tuple[SACModule, object]:
 
 
 def updates_per_second(module: SACModule, batch, args) -> float:
-    hp, learner = module.hparams, module.learner
     opt = module.configure_optimizers()
     device = torch.device(args.device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16-mixed"
                 else contextlib.nullcontext())
 
     def update(i: int) -> torch.Tensor:
-        with autocast:
-            main, aux, _ = module._losses_fn(batch, update_actor=i % hp.actor_update_freq == 0)
-            total = main["critic"] + sum(aux.values()) + main.get("actor", 0.0) + main.get("temperature", 0.0)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        if i % hp.target_update_freq == 0:
-            learner.update_targets(hp.critic_tau, hp.encoder_tau)
-        return total
+        return sac_update(module, opt, batch, i, losses_fn=module._losses_fn, autocast=autocast)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i in range(args.warmup_updates):  # both actor / no-actor graphs compiled here

@@ -64,7 +64,7 @@ class UpdateProgressBar(TQDMProgressBar):
         counters = getattr(trainer.datamodule, "counters", None)
         if callable(counters):
             try:
-                shown["env_steps"] = int(counters()["env_steps"])
+                shown["env_steps"] = str(int(counters()["env_steps"]))  # a string: tqdm writes 100000 as 1e+5
             except (AssertionError, KeyError, TypeError):  # before setup: nothing collected yet
                 pass
         metrics = trainer.progress_bar_metrics
