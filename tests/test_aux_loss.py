@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from a2ls_lightning.modules.auxiliary import OPERATORS, AuxLoss, AuxLossSpec, operator_loss
+from a2ls_lightning.modules.auxiliary import (
+    OPERATORS,
+    AuxLoss,
+    AuxLossSpec,
+    operator_loss,
+)
 
 FEATURE_DIM, ACTION_DIM = 8, 3
 

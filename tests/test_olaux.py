@@ -11,7 +11,12 @@ import torch
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
-from a2ls_lightning.callbacks import CosineGating, FixedWeights, GradientBalancing, OLAux
+from a2ls_lightning.callbacks import (
+    CosineGating,
+    FixedWeights,
+    GradientBalancing,
+    OLAux,
+)
 from a2ls_lightning.callbacks.gradients import LossGradients
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -9,7 +9,15 @@ import torch
 from tensordict import TensorDict
 
 from a2ls_lightning.modules.learner import SACLearner
-from a2ls_lightning.modules.sac import Actor, Critic, actor_loss, critic_loss, ema_, soft_target, temperature_loss
+from a2ls_lightning.modules.sac import (
+    Actor,
+    Critic,
+    actor_loss,
+    critic_loss,
+    ema_,
+    soft_target,
+    temperature_loss,
+)
 
 
 def _learner(obs_shape=(5,), encoder="mlp", aux=None) -> SACLearner:

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from a2ls_lightning.callbacks import AuxWeighting, CosineGating, FixedWeights, GradientBalancing, default_weighting
+from a2ls_lightning.callbacks import (
+    AuxWeighting,
+    CosineGating,
+    FixedWeights,
+    GradientBalancing,
+    default_weighting,
+)
 
 
 def grads_of(total, params):
