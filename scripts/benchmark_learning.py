@@ -60,6 +60,9 @@ VARIANTS: dict[str, list[str]] = {
     "five_gradient_balancing": [f"--model.aux_losses={FIVE}",
                                 "--trainer.callbacks+=a2ls_lightning.callbacks.GradientBalancing"],
     "five_olaux": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux"],
+    # The scale-free rule with a 50x smaller step size (the weights stay within ~1-20 if the dot products do not grow).
+    "five_olaux_lr1e-4": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
+                          "--trainer.callbacks.lr=1e-4"],
     # OL-AUX's rule of version 0.1: dot products with the raw critic gradient (not scale-free).
     "five_olaux_v01": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
                        "--trainer.callbacks.log_main=false"],
@@ -68,6 +71,7 @@ SUITES = {
     "core": ["sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
     "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_v01"],
+    "olaux_lr": ["five_olaux_lr1e-4"],
 }
 #: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
