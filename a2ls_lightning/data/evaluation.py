@@ -4,7 +4,7 @@ Every ``interval`` env steps of training (and once at the end) the deterministic
 episodes on an environment instance of its own (its own seed, so evaluation never disturbs the training
 episode or its RNG). The mean return is averaged over DDP ranks, written straight to the loggers as
 ``eval/return`` and ``eval/env_steps`` at the current update, shown in the progress bar, and handed to every
-listener (``add_listener``): that is how a loss search records its learning curve.
+listener (``ReplayDataModule.add_eval_listener``): that is how a loss search records its learning curve.
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ class Evaluator:
         self.episodes = episodes
         self.next_at = interval
         self._listeners: list[EvalListener] = listeners if listeners is not None else []
-
-    def add_listener(self, listener: EvalListener) -> None:
-        """Call ``listener(env_steps, value)`` after every evaluation (the value is the rank mean)."""
-        self._listeners.append(listener)
 
     def due(self, env_steps: int, final: bool = False) -> bool:
         """True when training crossed the next ``interval`` mark (or at the end, ``final``)."""

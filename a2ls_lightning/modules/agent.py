@@ -190,6 +190,8 @@ class SACModule(pl.LightningModule):
         check_trainer(self.trainer)
         preflight(self.trainer)  # before the first env step: every folder this run writes to is writable
         install_crash_safe_checkpoints(self.trainer)
+        trainer = self.trainer
+        self.guard.last_checkpoint = lambda: last_checkpoint(trainer)  # looked up only for a failure's message
         dm = self.trainer.datamodule
         self.build(dm.observation_shape, dm.action_dim)
         strategy = self.trainer.strategy
@@ -217,10 +219,9 @@ class SACModule(pl.LightningModule):
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` if any update so far, or any parameter, is non-finite (before a save)."""
-        where = last_checkpoint(self.trainer) if self._trainer is not None else "not under a Trainer"
-        self.guard.check(where)
+        self.guard.check()
         if self.learner is not None:
-            self.guard.check_parameters(self.named_parameters(), where, self.global_step)
+            self.guard.check_parameters(self.named_parameters(), self.global_step)
 
     def shared_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters shared by the main (critic) loss and the auxiliary losses: the encoder."""
@@ -261,7 +262,7 @@ class SACModule(pl.LightningModule):
         self.manual_backward(total)
         losses = {f"{k} loss": v for k, v in main.items()} | {f"aux {k} loss": v for k, v in aux.items()}
         ok = self.guard.observe(update, losses, self._grads())
-        if self.guard.mode == "skip" and self.guard.skip(update, ok, last_checkpoint(self.trainer)):
+        if self.guard.mode == "skip" and self.guard.skip(update, ok):
             opt.zero_grad(set_to_none=True)  # the update is dropped whole: no step, no target update
             return
         opt.step()
@@ -272,7 +273,7 @@ class SACModule(pl.LightningModule):
                                    "train/temperature_loss": main["temperature"].detach(),
                                    "train/entropy": metrics.pop("entropy")}
         if (update + 1) % self.trainer.log_every_n_steps == 0:
-            self.guard.check(last_checkpoint(self.trainer))  # never log the values of a diverged update
+            self.guard.check()  # never log the values of a diverged update
             self._log_train(main["critic"], aux, metrics)
 
     def _log_train(self, critic: torch.Tensor, aux: dict, metrics: dict) -> None:
@@ -304,7 +305,7 @@ class SACModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # The guard's flag is read here, where the next collection step would wait for the device anyway; a
         # diverged policy is never evaluated (it would report a return of 0: one-step PhysicsError episodes).
-        self.guard.check(last_checkpoint(self.trainer))
+        self.guard.check()
         # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners).
         self.trainer.datamodule.evaluate_if_due(self.act_deterministic)
 

@@ -9,7 +9,8 @@ So a run never trains on, evaluates, logs or saves past its first non-finite upd
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -35,6 +36,8 @@ class NonFiniteGuard:
     def __init__(self, mode: str = "stop", max_skips: int = 10) -> None:
         self.mode = mode
         self.max_skips = max_skips
+        #: Names the state to resume from, for the messages; asked only when raising (it looks at files).
+        self.last_checkpoint: Callable[[], str] = lambda: "not under a Trainer"
         self.skips = 0  # updates skipped so far (``skip`` mode)
         self._skips_in_a_row = 0
         self._first: Tensor | None = None  # [] long: first non-finite update, -1 while none
@@ -70,7 +73,7 @@ class NonFiniteGuard:
             self._first_names[names] = torch.where(new, update, self._first_names[names])
         return ok
 
-    def skip(self, update: int, ok: Tensor, last_checkpoint: str) -> bool:
+    def skip(self, update: int, ok: Tensor) -> bool:
         """``skip`` mode: True when the update must be skipped (reads ``ok``: one host sync)."""
         if bool(ok):
             self._skips_in_a_row = 0
@@ -80,10 +83,10 @@ class NonFiniteGuard:
         if self._skips_in_a_row >= self.max_skips:
             raise NonFiniteError(f"{self._skips_in_a_row} non-finite updates in a row up to update {update} "
                                  f"(model.max_nonfinite_skips={self.max_skips}); training stopped; "
-                                 f"{last_checkpoint}")
+                                 f"{self.last_checkpoint()}")
         return True
 
-    def check(self, last_checkpoint: str) -> None:
+    def check(self) -> None:
         """Raise :class:`NonFiniteError` if any update so far was non-finite (reads the flag: one host sync)."""
         if self._first is None or int(self._first) < 0:
             return
@@ -92,12 +95,11 @@ class NonFiniteGuard:
         for names, at in self._first_names.items():
             if int(at) == first:
                 values = self._first_values[names].tolist()
-                bad = [f"{name}={value}" for name, value in zip(names, values) if not torch.isfinite(torch.tensor(value))]
+                bad = [f"{name}={value}" for name, value in zip(names, values) if not math.isfinite(value)]
         raise NonFiniteError(f"non-finite values at update {first} ({', '.join(bad) or 'unknown'}): training stopped, "
-                             f"nothing was saved after update {first - 1}; {last_checkpoint}")
+                             f"nothing was saved after update {first - 1}; {self.last_checkpoint()}")
 
-    @staticmethod
-    def check_parameters(named_parameters: Iterable[tuple[str, Tensor]], last_checkpoint: str, update: int) -> None:
+    def check_parameters(self, named_parameters: Iterable[tuple[str, Tensor]], update: int) -> None:
         """Raise :class:`NonFiniteError` naming the first non-finite parameter (one host sync)."""
         named = [(n, p) for n, p in named_parameters]
         if not named:
@@ -105,10 +107,10 @@ class NonFiniteGuard:
         norms = torch.stack(torch._foreach_norm([p.detach() for _, p in named]))
         if bool(torch.isfinite(norms).all()):
             return
-        bad = [n for (n, _), norm in zip(named, norms.tolist()) if not torch.isfinite(torch.tensor(norm))]
+        bad = [n for (n, _), norm in zip(named, norms.tolist()) if not math.isfinite(norm)]
         raise NonFiniteError(f"non-finite parameters after update {update - 1} ({', '.join(bad[:3])}"
                              f"{', ...' if len(bad) > 3 else ''}): training stopped, nothing was saved; "
-                             f"{last_checkpoint}")
+                             f"{self.last_checkpoint()}")
 
     def state_dict(self) -> dict[str, int]:
         return {"skips": self.skips}
