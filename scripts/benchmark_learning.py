@@ -59,19 +59,20 @@ VARIANTS: dict[str, list[str]] = {
     "five_fixed": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.FixedWeights"],
     "five_gradient_balancing": [f"--model.aux_losses={FIVE}",
                                 "--trainer.callbacks+=a2ls_lightning.callbacks.GradientBalancing"],
-    "five_olaux": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux"],
-    # The scale-free rule with a 50x smaller step size (the weights stay within ~1-20 if the dot products do not grow).
-    "five_olaux_lr1e-4": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
-                          "--trainer.callbacks.lr=1e-4"],
-    # OL-AUX's rule of version 0.1: dot products with the raw critic gradient (not scale-free).
+    # OL-AUX's default: Algorithm 1's scale-free rule at lr 1e-4 (named explicitly so the record says it).
+    "five_olaux": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
+                   "--trainer.callbacks.lr=1e-4"],
+    # The scale-free rule at the 50x larger step size that was the default before (the weights grow to ~1000).
+    "five_olaux_lr5e-3": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
+                          "--trainer.callbacks.lr=5e-3"],
+    # OL-AUX's rule of version 0.1: dot products with the raw critic gradient (not scale-free), its lr 5e-3.
     "five_olaux_v01": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
-                       "--trainer.callbacks.log_main=false"],
+                       "--trainer.callbacks.log_main=false", "--trainer.callbacks.lr=5e-3"],
 }
 SUITES = {
     "core": ["sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
-    "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_v01"],
-    "olaux_lr": ["five_olaux_lr1e-4"],
+    "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_lr5e-3", "five_olaux_v01"],
 }
 #: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
@@ -206,6 +207,32 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
     return table
 
 
+def weights_table(suite: str, tag: str) -> str:
+    """Per weighted variant and auxiliary loss: the weight at the end (mean over seeds, min-max) and, where
+    OL-AUX logged them, the mean over training of its windowed dot product and cosine with the main gradient."""
+    def over_runs(results: list[dict], tag_name: str, reduce) -> np.ndarray:
+        return np.array([reduce([v for _, v in r["scalars"][tag_name]]) for r in results
+                         if r["scalars"].get(tag_name)])
+
+    rows = []
+    for variant in SUITES[suite]:
+        results = _results(variant, tag)
+        names = sorted({t.split("/", 1)[1] for r in results for t in r["scalars"] if t.startswith("aux_weight/")})
+        for name in names:
+            final = over_runs(results, f"aux_weight/{name}", lambda v: v[-1])
+            if np.all(over_runs(results, f"aux_weight/{name}", lambda v: np.ptp(v)) == 0):
+                continue  # a constant weight (fixed weights, gradient balancing): nothing to explain
+            dots = over_runs(results, f"olaux/dot/{name}", np.mean)
+            cos = over_runs(results, f"olaux/cos/{name}", np.mean)
+            rows.append(f"| {variant} | {name} | {final.mean():.2f} ({final.min():.2f}-{final.max():.2f}) | "
+                        + (f"{dots.mean():.2f} | {cos.mean():.3f} (min {cos.min():.3f}) |" if len(dots) else "– | – |"))
+    if not rows:
+        return ""
+    header = ("| variant | loss | weight at the end: mean (min-max over seeds) | mean dot product | "
+              "mean cosine with the main gradient |")
+    return "\n".join([header, "|---|---|---|---|---|", *rows])
+
+
 def report(suite: str, tag: str) -> str:
     """Write ``docs/benchmark_<suite>.md`` and ``.png`` from the stored runs; return the table."""
     import matplotlib
@@ -228,10 +255,19 @@ def report(suite: str, tag: str) -> str:
     plot_groups(groups, png, title=f"state cheetah-run, CPU-sized SAC ({suite})", ylabel=EVAL_LABEL, xlabel=X_LABEL)
     weights_png = plot_weights(suite, tag)
     table = "\n".join(rows)
+    variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
+                         for v in SUITES[suite])
+    weights = weights_table(suite, tag)
+    if weights:
+        weights = ("\n## Auxiliary weights\n\nDot product and cosine: OL-AUX's diagnostics `olaux/dot/<loss>` and "
+                   "`olaux/cos/<loss>` (the window's mean at each log step), averaged over training and seeds; – where "
+                   f"the run predates them.\n\n{weights}\n")
     md = ROOT / "docs" / f"benchmark_{suite}{_suffix(tag)}.md"
     md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}`"
-                  f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`.\n\n{table}\n\n"
-                  f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else ""))
+                  f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
+                  f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
+                  f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
+                  + weights)
     return table
 
 
