@@ -23,6 +23,7 @@ LOG_FILTERS: tuple[tuple[str, str, str], ...] = (
     ("lightning.pytorch.utilities.rank_zero", "💡 Tip:", "advertisements for optional cloud services"),
     ("lightning.fabric.utilities.rank_zero", "💡 Tip:", "advertisements for optional cloud services"),
     ("torchrl", "Initialized LazyTensorStorage", "an info line per replay buffer, with nothing to act on"),
+    ("tensordict", "Setting up CudaGraphModule", "an info line per captured update kind (model.cudagraphs)"),
 )
 
 

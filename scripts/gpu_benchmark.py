@@ -3,11 +3,14 @@
 Timing is a plain PyTorch loop over the module's own pieces (``SACModule._losses_fn``, which is
 ``learner.losses`` or its ``torch.compile``'d form with ``--compile``, then backward, Adam step, EMA targets), not
 a Lightning Trainer: only the update is timed (no collection, no logging). ``--precision bf16-mixed`` runs the
-losses under ``torch.autocast(bfloat16)`` as Lightning's ``bf16-mixed`` does. Wall clock, with a device
-synchronize around the timed loop; warm-up updates (compilation included) are not timed.
+losses under ``torch.autocast(bfloat16)`` as Lightning's ``bf16-mixed`` does. ``--cudagraphs`` times the
+module's whole-update function (:class:`a2ls_lightning.modules.graphed.GraphedUpdate`: losses, backward, Adam
+with ``capturable=True``, EMA), captured as CUDA graphs (uncaptured without CUDA). Wall clock, with a device
+synchronize around the timed loop; warm-up updates (compilation and capture included) are not timed.
 
     python scripts/gpu_benchmark.py --device cuda --hidden 1024 --batch 512 --updates 200
     python scripts/gpu_benchmark.py --device cuda --pixels --batch 512 --compile
+    python scripts/gpu_benchmark.py --device cuda --modes fp32,bf16,compiled,graphs,compiled+graphs --header
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchmark_throughput import sac_update
 
 from a2ls_lightning import ReplayDataModule, SACModule
+from a2ls_lightning.modules.graphed import GraphedUpdate
+from a2ls_lightning.weighting import UnitWeights
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
@@ -34,7 +39,7 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 def make(args) -> tuple[SACModule, object]:
     pl.seed_everything(0)
     data_kwargs = {"batch_size": args.batch, "capacity": 10_000, "warmup_steps": args.warmup_steps}
-    model_kwargs = {"hidden_dim": args.hidden, "compile": args.compile}
+    model_kwargs = {"hidden_dim": args.hidden, "compile": args.compile, "cudagraphs": args.cudagraphs}
     if args.pixels:
         data_kwargs.update(from_pixels=True, image_size=args.image_size, frame_stack=3)
         model_kwargs.update(encoder="pixel", crop_size=args.crop_size)
@@ -53,11 +58,25 @@ def updates_per_second(module: SACModule, batch, args) -> float:
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16-mixed"
                 else contextlib.nullcontext())
 
+    hp, learner = module.hparams, module.learner
+
     def update(i: int) -> torch.Tensor:
         return sac_update(module, opt, batch, i, losses_fn=module._losses_fn, autocast=autocast)
 
+    warmup = args.warmup_updates
+    if args.cudagraphs:  # the same update (fixed weights of 1) as the module's captured one
+        params = [p for p in module.parameters() if p.requires_grad]
+        graphed = GraphedUpdate(module._losses_fn, UnitWeights(), module.shared_parameters(), params, opt,
+                                lambda: learner.update_targets(hp.critic_tau, hp.encoder_tau))
+        # each update kind (actor or not, targets or not) warms up 3 times, then is captured
+        warmup = max(warmup, 4 * hp.actor_update_freq * hp.target_update_freq)
+
+        def update(i: int) -> torch.Tensor:
+            main, _, _, _ = graphed(batch, i % hp.actor_update_freq == 0, i % hp.target_update_freq == 0)
+            return main["critic"]
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for i in range(args.warmup_updates):  # both actor / no-actor graphs compiled here
+    for i in range(warmup):  # both actor / no-actor graphs compiled (and captured) here
         update(i)
     sync()
     start = time.perf_counter()
@@ -83,8 +102,9 @@ def main() -> None:
     parser.add_argument("--crop-size", type=int, default=84)
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     parser.add_argument("--compile", action="store_true", help="SACModule(compile=True)")
-    parser.add_argument("--modes", default=None,
-                        help="several rows in one process (saves start-up): comma list of fp32,bf16,compiled")
+    parser.add_argument("--cudagraphs", action="store_true", help="SACModule(cudagraphs=True): the whole update")
+    parser.add_argument("--modes", default=None, help="several rows in one process (saves start-up): comma list "
+                        "of fp32,bf16,compiled,graphs,compiled+graphs")
     parser.add_argument("--header", action="store_true", help="print the table header first")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -93,14 +113,20 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.header:
         print("| observations | mode | device | hidden | batch | updates/s |\n|---|---|---|---|---|---|", flush=True)
-    runs = [(args.precision, args.compile)]
+    runs = [(args.precision, args.compile, args.cudagraphs)]
     if args.modes:
-        table = {"fp32": ("32", False), "bf16": ("bf16-mixed", False), "compiled": ("32", True)}
+        table = {"fp32": ("32", False, False), "bf16": ("bf16-mixed", False, False), "compiled": ("32", True, False),
+                 "graphs": ("32", False, True), "compiled+graphs": ("32", True, True)}
+        unknown = [m for m in args.modes.split(",") if m.strip() not in table]
+        if unknown:
+            parser.error(f"--modes: unknown {unknown}; allowed: {', '.join(table)}")
         runs = [table[m.strip()] for m in args.modes.split(",")]
-    for args.precision, args.compile in runs:
+    for args.precision, args.compile, args.cudagraphs in runs:
         module, batch = make(args)
         rate = updates_per_second(module, batch, args)
-        mode = "compiled" if args.compile else ("eager bf16-mixed" if args.precision == "bf16-mixed" else "eager fp32")
+        mode = ("eager bf16-mixed" if args.precision == "bf16-mixed" else
+                {(False, False): "eager fp32", (True, False): "compiled", (False, True): "CUDA graphs",
+                 (True, True): "compiled + CUDA graphs"}[(args.compile, args.cudagraphs)])
         obs = f"pixels {args.image_size}->{args.crop_size}" if args.pixels else "state"
         print(f"| {obs} | {mode} | {args.device} | {args.hidden} | {args.batch} | {rate:.1f} |", flush=True)
 

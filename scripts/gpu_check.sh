@@ -3,7 +3,8 @@
 #   bash scripts/gpu_check.sh            # on a CUDA machine: full sizes, Markdown table, 2,000-update pixel smoke run,
 #                                        # then the GPU tests (pytest -m gpu)
 #   bash scripts/gpu_check.sh --dry-run  # the same steps on the CPU at tiny sizes (checks the script itself)
-# Table: updates/s of one update (losses + backward + Adam) by scripts/gpu_benchmark.py (a plain loop, no Trainer).
+# Table: updates/s of one update (losses + backward + Adam) by scripts/gpu_benchmark.py (a plain loop, no Trainer):
+# eager fp32, eager bf16-mixed, compiled, CUDA graphs of the whole update, compiled + CUDA graphs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +27,9 @@ fi
 
 echo "## updates/s ($DEV)"
 "$PY" scripts/gpu_benchmark.py --device "$DEV" --hidden "$HIDDEN" --batch "$BATCH" --updates "$UPDATES" \
-  --warmup-steps "$WARM" --modes fp32,bf16,compiled --header "${BENCH_EXTRA[@]}"
+  --warmup-steps "$WARM" --modes fp32,bf16,compiled,graphs,compiled+graphs --header "${BENCH_EXTRA[@]}"
 "$PY" scripts/gpu_benchmark.py --device "$DEV" --hidden "$HIDDEN" --batch "$BATCH" --updates "$UPDATES" \
-  --warmup-steps "$WARM" --modes fp32,bf16,compiled --pixels --image-size "$IMG" --crop-size "$CROP" "${BENCH_EXTRA[@]}"
+  --warmup-steps "$WARM" --modes fp32,bf16,compiled,graphs,compiled+graphs --pixels --image-size "$IMG" --crop-size "$CROP" "${BENCH_EXTRA[@]}"
 
 echo "## smoke run: a2ls fit, pixels, a2_winner, $SMOKE updates ($DEV)"
 EVAL=$(( SMOKE * 2 ))  # env steps (action repeat 4 on cheetah): at least one evaluation before the end

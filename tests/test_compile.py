@@ -44,10 +44,10 @@ def _needs_compile():
     torch._dynamo.reset()
 
 
-def _train(tmp_path, compile: bool, weighting=None) -> dict[str, torch.Tensor]:
+def _train(tmp_path, compile: bool, weighting=None, cudagraphs: bool = False) -> dict[str, torch.Tensor]:
     pl.seed_everything(0)
     kwargs = {"aux_losses": {"fwd": "forward_dynamics"}} if weighting is not None else {}
-    module = tiny_module(compile=compile, **kwargs)
+    module = tiny_module(compile=compile, cudagraphs=cudagraphs, **kwargs)
     callbacks = [weighting()] if weighting is not None else []
     trainer = tiny_trainer(tmp_path, UPDATES, callbacks=callbacks)
     trainer.fit(module, tiny_data())
@@ -55,10 +55,13 @@ def _train(tmp_path, compile: bool, weighting=None) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("weighting", [None, FixedWeights], ids=["sac", "aux_fixed_weights"])
-def test_compiled_updates_equal_eager(tmp_path, weighting):
+@pytest.mark.parametrize(("weighting", "cudagraphs"), [(None, False), (FixedWeights, False), (FixedWeights, True)],
+                         ids=["sac", "aux_fixed_weights", "aux_fixed_weights_whole_update_graphed"])
+@pytest.mark.filterwarnings("ignore:model.cudagraphs=true without a CUDA device")
+def test_compiled_updates_equal_eager(tmp_path, weighting, cudagraphs):
+    # The last case: the compiled losses inside the whole-update function that CUDA captures (uncaptured here).
     eager = _train(tmp_path / "eager", compile=False, weighting=weighting)
-    compiled = _train(tmp_path / "compiled", compile=True, weighting=weighting)
+    compiled = _train(tmp_path / "compiled", compile=True, weighting=weighting, cudagraphs=cudagraphs)
     assert eager.keys() == compiled.keys()
     bad = []
     for name in eager:

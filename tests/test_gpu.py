@@ -46,3 +46,18 @@ def test_compiled_update_on_the_gpu(tmp_path):
     trainer.fit(module, tiny_data(buffer_device="auto"))
     assert trainer.global_step == 8
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_whole_update_captured_as_cuda_graphs(tmp_path):
+    """``cudagraphs=True`` on CUDA: both update kinds are captured, replays run the optimizer step (Adam's step
+    count on the device reaches the number of updates), Lightning counts every step, parameters stay finite."""
+    module = tiny_module(cudagraphs=True, aux_losses={"fwd": "forward_dynamics"})
+    trainer = tiny_trainer(tmp_path, 16, accelerator="gpu", log_every_n_steps=5)
+    trainer.fit(module, tiny_data(buffer_device="auto"))
+    assert trainer.global_step == 16
+    graphs = module._graphed._graphs
+    assert len(graphs) == 2 and all(hasattr(g, "graph") for g in graphs.values())  # captured, not only warmed up
+    opt = trainer.optimizers[0]
+    critic = next(iter(module.learner.critic.parameters()))
+    assert opt.defaults["capturable"] and int(opt.state[critic]["step"]) == 16
+    assert all(torch.isfinite(p).all() for p in module.parameters())

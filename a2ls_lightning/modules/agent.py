@@ -15,8 +15,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 from a2ls_lightning.modules.encoders import ENCODERS
+from a2ls_lightning.modules.graphed import GraphedUpdate
 from a2ls_lightning.modules.guard import NONFINITE_MODES, NonFiniteGuard
 from a2ls_lightning.modules.learner import SACLearner
 from a2ls_lightning.modules.run_checks import (
@@ -69,10 +71,15 @@ class SACModule(pl.LightningModule):
             on CUDA this fuses the many small ops of the encoder, critic, actor and auxiliary losses into few
             kernels. The weighting rule and the backward/optimizer step run eagerly. Weighting rules that
             differentiate each loss on its own (``OLAux``, ``CosineGating``: they walk each loss's graph) fall back
-            to the eager losses; ``FixedWeights`` and ``GradientBalancing`` use the compiled ones. CUDA-graph
-            capture of the whole update is not done.
+            to the eager losses; ``FixedWeights`` and ``GradientBalancing`` use the compiled ones.
             Results equal eager ones within float tolerance only (compiled random sampling differs from eager
             unless ``torch._inductor.config.fallback_random`` is set). The first updates pay the compile time.
+        cudagraphs: capture the whole update (losses, weighting, backward, Adam with ``capturable=True``, target
+            EMA) as CUDA graphs, one per update kind, after 3 eager updates of each kind (see
+            :mod:`a2ls_lightning.modules.graphed`); with ``compile``, the compiled losses are captured. Needs
+            ``nonfinite=stop``, one device (no DDP) and no fp16 loss scaling; ``OLAux`` and ``CosineGating`` run
+            eagerly. Without CUDA the same update function runs uncaptured (a warning says so). Lightning's
+            ``on_before_backward``/``on_after_backward`` hooks do not run for captured updates.
     """
 
     def __init__(
@@ -104,6 +111,7 @@ class SACModule(pl.LightningModule):
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
         compile: bool = False,
+        cudagraphs: bool = False,
     ) -> None:
         super().__init__()
         check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
@@ -116,6 +124,8 @@ class SACModule(pl.LightningModule):
                   f"{name}={value} must be a finite number")
         check_choice("nonfinite", nonfinite, NONFINITE_MODES)
         check(max_nonfinite_skips >= 1, f"max_nonfinite_skips={max_nonfinite_skips} must be >= 1")
+        check(not (cudagraphs and nonfinite == "skip"), "cudagraphs=true needs nonfinite=stop: a skipped update is "
+              "decided on the host before the optimizer step, which a captured update cannot do")
         for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("alpha_lr", alpha_lr)):
             check(value > 0, f"{name}={value} must be > 0")
         check(encoder_lr is None or encoder_lr > 0, f"encoder_lr={encoder_lr} must be > 0 or null")
@@ -143,6 +153,7 @@ class SACModule(pl.LightningModule):
         self._actor_metrics: dict[str, torch.Tensor] = {}
         self._params: list[torch.nn.Parameter] | None = None
         self._losses_fn = None  # learner.losses, or its torch.compile'd form (``compile``); set in build()
+        self._graphed: GraphedUpdate | None = None  # ``cudagraphs``: made at the first update
 
     # --- construction --------------------------------------------------------------------------------
     @property
@@ -199,6 +210,11 @@ class SACModule(pl.LightningModule):
             # The actor and the temperature get gradients only every `actor_update_freq` updates; DDP must be told
             # that some parameters may go unused in an iteration (their grads then stay None and Adam skips them).
             strategy._ddp_kwargs["find_unused_parameters"] = True
+            check(not self.hparams.cudagraphs, "model.cudagraphs=true captures the update on one device; it is not "
+                  "allowed with trainer.strategy=ddp (gradients are all-reduced during the backward pass)")
+        if self.hparams.cudagraphs and strategy.root_device.type != "cuda":
+            rank_zero_warn("model.cudagraphs=true without a CUDA device: the update runs as one uncaptured "
+                           "function (what CUDA would capture)", category=UserWarning)
         if self.aux_weighting is None:
             self.aux_weighting = UnitWeights()
 
@@ -237,7 +253,9 @@ class SACModule(pl.LightningModule):
             {"params": learner.actor_parameters(), "lr": hp.actor_lr, "name": "actor"},
             {"params": [learner.log_alpha], "lr": hp.alpha_lr, "betas": (hp.alpha_beta1, 0.999), "name": "alpha"},
         ]
-        return torch.optim.Adam([g for g in groups if g["params"]], betas=betas)
+        # A captured optimizer step keeps its step counts on the device (CUDA only; same arithmetic).
+        capturable = bool(hp.cudagraphs) and self.device.type == "cuda"
+        return torch.optim.Adam([g for g in groups if g["params"]], betas=betas, capturable=capturable)
 
     # --- acting -----------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None, deterministic: bool = False):
@@ -252,9 +270,15 @@ class SACModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         hp = self.hparams
         update = self.trainer.global_step  # updates done so far (one optimizer step each)
-        # A rule that walks each loss's own graph cannot see through a compiled graph: it gets the eager losses.
-        losses_fn = self.learner.losses if getattr(self.aux_weighting, "needs_loss_graphs", False) else self._losses_fn
-        main, aux, metrics = losses_fn(batch, update_actor=update % hp.actor_update_freq == 0)
+        update_actor = update % hp.actor_update_freq == 0
+        # A rule that walks each loss's own graph cannot see through a compiled or captured graph: it gets the
+        # eager losses and the eager update.
+        per_loss = getattr(self.aux_weighting, "needs_loss_graphs", False)
+        if hp.cudagraphs and not per_loss:
+            self._graphed_step(batch, update, update_actor)
+            return
+        losses_fn = self.learner.losses if per_loss else self._losses_fn
+        main, aux, metrics = losses_fn(batch, update_actor=update_actor)
         critic = self.aux_weighting.combine(main["critic"], aux, self.shared_parameters())
         total = critic + main.get("actor", 0.0) + main.get("temperature", 0.0)
         opt = self.optimizers()
@@ -268,6 +292,28 @@ class SACModule(pl.LightningModule):
         opt.step()
         if update % hp.target_update_freq == 0:
             self.learner.update_targets(hp.critic_tau, hp.encoder_tau)
+        self._after_update(update, main, aux, metrics)
+
+    def _graphed_step(self, batch: Mapping[str, torch.Tensor], update: int, update_actor: bool) -> None:
+        """One update through :class:`GraphedUpdate` (``cudagraphs``): the step runs inside the graph."""
+        hp = self.hparams
+        opt = self.optimizers()
+        if self._graphed is None:
+            learner = self.learner
+            self._graphed = GraphedUpdate(
+                self._losses_fn, self.aux_weighting, self.shared_parameters(),
+                [p for p in self.parameters() if p.requires_grad], opt.optimizer,
+                lambda: learner.update_targets(hp.critic_tau, hp.encoder_tau))
+        main, aux, metrics, grad_norm = self._graphed(batch, update_actor, update % hp.target_update_freq == 0)
+        losses = {f"{k} loss": v for k, v in main.items()} | {f"aux {k} loss": v for k, v in aux.items()}
+        self.guard.observe(update, losses, [grad_norm])
+        # Lightning counts optimizer steps (trainer.global_step, max_steps) in LightningOptimizer.step's hooks;
+        # the step itself ran in the graph, so only the hooks are called.
+        opt._on_before_step()
+        opt._on_after_step()
+        self._after_update(update, main, aux, metrics)
+
+    def _after_update(self, update: int, main: dict, aux: dict, metrics: dict) -> None:
         if "actor" in main:  # kept for logging: log steps need not fall on actor updates
             self._actor_metrics = {"train/actor_loss": main["actor"].detach(),
                                    "train/temperature_loss": main["temperature"].detach(),

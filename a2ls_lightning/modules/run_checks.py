@@ -21,7 +21,7 @@ from a2ls_lightning.files import AtomicCheckpointIO, ensure_writable
 
 #: Settings that may change when a run resumes (they change neither the networks nor the data collected).
 RESUMABLE_CHANGES: dict[str, frozenset[str]] = {
-    "model": frozenset({"nonfinite", "max_nonfinite_skips", "compile"}),
+    "model": frozenset({"nonfinite", "max_nonfinite_skips", "compile", "cudagraphs"}),
     "data": frozenset({"eval_interval", "eval_episodes", "keep_replay_snapshots", "buffer_device"}),
 }
 
