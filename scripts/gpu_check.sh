@@ -19,9 +19,12 @@ if [[ $DRY == 1 ]]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
   DEV=cpu; ACCEL=cpu; HIDDEN=32; BATCH=16; UPDATES=3; IMG=64; CROP=56; WARM=40; SMOKE=20; FILTERS=8
   BENCH_EXTRA=(--warmup-updates 2)
+  # compiling the pixel networks takes minutes on a CPU; the state rows already run both compiled modes
+  PIXEL_MODES=fp32,bf16,graphs
 else
   DEV=cuda; ACCEL=gpu; HIDDEN=1024; BATCH=512; UPDATES=200; IMG=100; CROP=84; WARM=1000; SMOKE=2000; FILTERS=32
   BENCH_EXTRA=(--warmup-updates 6)
+  PIXEL_MODES=fp32,bf16,compiled,graphs,compiled+graphs
   "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device: use --dry-run")'
 fi
 
@@ -29,7 +32,7 @@ echo "## updates/s ($DEV)"
 "$PY" scripts/gpu_benchmark.py --device "$DEV" --hidden "$HIDDEN" --batch "$BATCH" --updates "$UPDATES" \
   --warmup-steps "$WARM" --modes fp32,bf16,compiled,graphs,compiled+graphs --header "${BENCH_EXTRA[@]}"
 "$PY" scripts/gpu_benchmark.py --device "$DEV" --hidden "$HIDDEN" --batch "$BATCH" --updates "$UPDATES" \
-  --warmup-steps "$WARM" --modes fp32,bf16,compiled,graphs,compiled+graphs --pixels --image-size "$IMG" --crop-size "$CROP" "${BENCH_EXTRA[@]}"
+  --warmup-steps "$WARM" --modes "$PIXEL_MODES" --pixels --image-size "$IMG" --crop-size "$CROP" "${BENCH_EXTRA[@]}"
 
 echo "## smoke run: a2ls fit, pixels, a2_winner, $SMOKE updates ($DEV)"
 EVAL=$(( SMOKE * 2 ))  # env steps (action repeat 4 on cheetah): at least one evaluation before the end
