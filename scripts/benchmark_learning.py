@@ -65,6 +65,9 @@ VARIANTS: dict[str, list[str]] = {
     # The scale-free rule at the 50x larger step size that was the default before (the weights grow to ~1000).
     "five_olaux_lr5e-3": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
                           "--trainer.callbacks.lr=5e-3"],
+    # The default, trained on log(L_critic + 0.02) as the authors' re-implementation does (same weight update).
+    "five_olaux_log_critic": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
+                              "--trainer.callbacks.lr=1e-4", "--trainer.callbacks.train_log_main=true"],
     # OL-AUX's rule of version 0.1: dot products with the raw critic gradient (not scale-free), its lr 5e-3.
     "five_olaux_v01": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
                        "--trainer.callbacks.log_main=false", "--trainer.callbacks.lr=5e-3"],
@@ -72,7 +75,8 @@ VARIANTS: dict[str, list[str]] = {
 SUITES = {
     "core": ["sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
-    "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_lr5e-3", "five_olaux_v01"],
+    "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_lr5e-3",
+              "five_olaux_log_critic", "five_olaux_v01"],
 }
 #: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,

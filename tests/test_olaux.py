@@ -445,3 +445,24 @@ def test_diagnostics_dot_and_cosine_are_window_means():
         assert metrics[f"olaux/dot/{name}"] == pytest.approx(float((dots[0][i] + dots[1][i]) / 2), rel=1e-4)
         assert metrics[f"olaux/cos/{name}"] == pytest.approx(float((coss[0][i] + coss[1][i]) / 2), rel=1e-4)
         assert -1.0 <= metrics[f"olaux/cos/{name}"] <= 1.0
+
+
+def test_train_log_main_trains_on_log_of_the_main_loss_with_the_same_weight_update():
+    # The authors' variant: the combined loss holds log(L_main + eps); the weight update is the default's.
+    eps = 0.02
+    deltas, head_grads = [], []
+    for train_log_main in (False, True):
+        torch.manual_seed(0)
+        net = Net()
+        olaux = OLAux(n_steps=1, lr=0.01, log_eps=eps, train_log_main=train_log_main)
+        main, aux = net.losses()
+        expected_head = flat_grad(torch.log(main + eps) if train_log_main else main, list(net.main_head.parameters()))
+        olaux.combine(main, aux, net.shared()).backward()
+        olaux.after_update()
+        head_grads.append((torch.cat([p.grad.reshape(-1) for p in net.main_head.parameters()]), expected_head))
+        deltas.append(torch.tensor(list(olaux.weights.values())) - 1.0)
+    for got, expected in head_grads:
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(deltas[1], deltas[0], rtol=1e-4, atol=1e-9)
+    with pytest.raises(ValueError, match="train_log_main=True needs log_balance=True and log_main=True"):
+        OLAux(train_log_main=True, log_main=False)
