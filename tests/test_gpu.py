@@ -61,3 +61,24 @@ def test_whole_update_captured_as_cuda_graphs(tmp_path):
     critic = next(iter(module.learner.critic.parameters()))
     assert opt.defaults["capturable"] and int(opt.state[critic]["step"]) == 16
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_sampling_from_a_gpu_replay_never_waits_for_the_gpu():
+    """With the replay on the GPU a sample is one non-blocking index copy and device-side gathers: no op
+    synchronizes the host with the device (CUDA's sync debug mode raises on any that does)."""
+    from a2ls_lightning.data.replay import SequenceReplay
+
+    rb = SequenceReplay(capacity=200, batch_size=32, slice_length=3, frame_stack=3, device="cuda")
+    for episode in range(2):
+        for t in range(40):
+            rb.add(torch.zeros(3, 16, 16, dtype=torch.uint8), torch.zeros(2), 1.0, False, episode=episode, step=t,
+                   has_action=t < 39)
+    rb.sample()  # first sample: lazy allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            batch = rb.sample()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert batch["observation"].device.type == "cuda" and batch["observation"].shape[:2] == (32, 3)

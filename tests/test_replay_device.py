@@ -6,7 +6,8 @@ rules as an accelerator: an op mixing a host tensor into a meta one fails), and 
 
 * the sampler computes the slice indices on the host (numpy, ``EpisodeSliceSampler.sample`` in
   ``a2ls_lightning/data/replay.py``) and ``SliceStorage.get`` copies them to the storage device once:
-  ``B · (frame_stack - 1 + L)`` int64 = 8 bytes each (batch 512, frame_stack 3, L 2: 16 KiB);
+  ``B · (frame_stack - 1 + L)`` int64 = 8 bytes each (batch 512, frame_stack 3, L 2: 16 KiB); on CUDA from
+  pinned memory, without blocking the host (``tests/test_gpu.py`` checks that sampling never synchronizes);
 * nothing else: the gather, the frame stacking, the random crop and the batch transfer
   (``ReplayDataModule.transfer_batch_to_device`` returns the batch itself) stay on the storage device.
 """

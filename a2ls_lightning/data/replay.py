@@ -139,7 +139,14 @@ class SliceStorage(LazyTensorStorage):
         if not (isinstance(index, torch.Tensor) and index.ndim == 2 and self.initialized):
             return super().get(index)
         shape = tuple(index.shape)
-        flat = index.reshape(-1).to(self.device)
+        flat = index.reshape(-1)
+        if self.device.type == "cuda":
+            # A copy from pageable memory synchronizes the stream (the host would wait for the previous update's
+            # kernels every update); from pinned memory it is queued and the host runs ahead. PyTorch's caching
+            # host allocator keeps the pinned block alive until the copy is done.
+            flat = flat.pin_memory().to(self.device, non_blocking=True)
+        else:
+            flat = flat.to(self.device)
         return self._storage.apply(
             lambda v: v.index_select(0, flat).unflatten(0, shape), batch_size=shape, device=self._storage.device
         )
