@@ -80,7 +80,7 @@ class SACModule(pl.LightningModule):
             ``nonfinite=stop``, one device (no DDP) and no fp16 loss scaling; ``OLAux`` and ``CosineGating`` run
             eagerly. Without CUDA the same update function runs uncaptured (a warning says so). Lightning's
             ``on_before_backward``, ``on_after_backward`` and ``on_before_optimizer_step`` hooks do not run for
-            graphed updates (gradient clipping by the Trainer, for one, does not apply).
+            graphed updates.
     """
 
     def __init__(
