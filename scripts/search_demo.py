@@ -50,7 +50,7 @@ TINY_BASE = {
              "eval_interval": 600, "eval_episodes": 1},
 }
 SCALES = {
-    "full": {"base": FULL_BASE, "population": 8, "stages": 3, "budget": 50000, "compare_seeds": 5, "olaux_seeds": 3},
+    "full": {"base": FULL_BASE, "population": 8, "stages": 3, "budget": 50000, "compare_seeds": 3, "olaux_seeds": 3},
     "tiny": {"base": TINY_BASE, "population": 2, "stages": 2, "budget": 1200, "compare_seeds": 1, "olaux_seeds": 1},
 }
 
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--population", type=int, help="candidates per stage (full: 8)")
     parser.add_argument("--stages", type=int, help="stages (full: 3)")
     parser.add_argument("--budget", type=int, help="env steps per candidate and comparison run (full: 50000)")
-    parser.add_argument("--compare-seeds", type=int, help="fresh seeds per comparison variant (full: 5)")
+    parser.add_argument("--compare-seeds", type=int, help="fresh seeds per comparison variant (full: 3)")
     parser.add_argument("--olaux-seeds", type=int, help="seeds of the OL-AUX comparison (full: 3)")
     parser.add_argument("--olaux-top", type=int, default=5, help="candidates olaux.yaml trains together")
     parser.add_argument("--workers", type=int, default=2, help="processes (one CPU thread each)")
