@@ -10,7 +10,7 @@ shared parameters (the encoder), each update. Two exact ways to get them:
     combined loss returned is then a single autograd node that hands the already computed gradients
     to the leaves, so ``manual_backward`` does not traverse the graph again. Cost measured by
     ``scripts/benchmark_olaux_cost.py --threads 1 --clock cpu --rounds 40`` (state encoder, twin-Q 2x256,
-    five auxiliary heads, batch 256): 1.25-1.28x a fixed-weight update for OL-AUX. What remains is the
+    five auxiliary heads, batch 256): 1.32x a fixed-weight update for OL-AUX (idle machine). What remains is the
     encoder's backward once more per auxiliary loss and a few dozen small ops; splitting the graph at the
     encoder output and batching only the encoder (tried) was not faster.
 

@@ -50,9 +50,8 @@ Choices, after the authors' re-implementation (``Xingyu-Lin/auxiliary-tasks-rl``
   ``skipped_steps``); a window with no finite update leaves the weights unchanged.
 
 Cost (``python scripts/benchmark_olaux_cost.py --threads 1 --clock cpu --rounds 40``, five auxiliary losses,
-state encoder, twin-Q 2x256, batch 256): one OL-AUX update costs 1.25-1.28x a fixed-weight update with
-``gradient_method="per_loss"`` (the default), 2.7-2.8x with ``"batched"``. Measured on a 2-core machine
-shared with other jobs, hence one thread and CPU time.
+state encoder, twin-Q 2x256, batch 256, one thread, CPU time, idle 2-core machine): one OL-AUX update costs
+1.32x a fixed-weight update with ``gradient_method="per_loss"`` (the default), 2.6x with ``"batched"``.
 """
 
 from __future__ import annotations
