@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchmark_throughput import sac_update
 
 from a2ls_lightning import ReplayDataModule, SACModule
-from a2ls_lightning.modules.graphed import GraphedUpdate
 from a2ls_lightning.weighting import UnitWeights
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -58,16 +57,14 @@ def updates_per_second(module: SACModule, batch, args) -> float:
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16-mixed"
                 else contextlib.nullcontext())
 
-    hp, learner = module.hparams, module.learner
+    hp = module.hparams
 
     def update(i: int) -> torch.Tensor:
         return sac_update(module, opt, batch, i, losses_fn=module._losses_fn, autocast=autocast)
 
     warmup = args.warmup_updates
     if args.cudagraphs:  # the same update (fixed weights of 1) as the module's captured one
-        params = [p for p in module.parameters() if p.requires_grad]
-        graphed = GraphedUpdate(module._losses_fn, UnitWeights(), module.shared_parameters(), params, opt,
-                                lambda: learner.update_targets(hp.critic_tau, hp.encoder_tau))
+        graphed = module.graphed_update(opt, UnitWeights())
         # each update kind (actor or not, targets or not) warms up 3 times, then is captured
         warmup = max(warmup, 4 * hp.actor_update_freq * hp.target_update_freq)
 

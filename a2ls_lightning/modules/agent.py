@@ -285,8 +285,7 @@ class SACModule(pl.LightningModule):
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        losses = {f"{k} loss": v for k, v in main.items()} | {f"aux {k} loss": v for k, v in aux.items()}
-        ok = self.guard.observe(update, losses, self._grads())
+        ok = self.guard.observe(update, _named_losses(main, aux), self._grads())
         if self.guard.mode == "skip" and self.guard.skip(update, ok):
             opt.zero_grad(set_to_none=True)  # the update is dropped whole: no step, no target update
             return
@@ -295,19 +294,22 @@ class SACModule(pl.LightningModule):
             self.learner.update_targets(hp.critic_tau, hp.encoder_tau)
         self._after_update(update, main, aux, metrics)
 
+    def graphed_update(self, optimizer: torch.optim.Optimizer, weighting: AuxWeightingProtocol) -> GraphedUpdate:
+        """This module's whole update (losses, ``weighting``, backward, ``optimizer`` step, target EMA) as a
+        :class:`GraphedUpdate` (``cudagraphs``; ``scripts/gpu_benchmark.py`` times the same object)."""
+        hp, learner = self.hparams, self.learner
+        return GraphedUpdate(self._losses_fn, weighting, self.shared_parameters(),
+                             [p for p in self.parameters() if p.requires_grad], optimizer,
+                             lambda: learner.update_targets(hp.critic_tau, hp.encoder_tau))
+
     def _graphed_step(self, batch: Mapping[str, torch.Tensor], update: int, update_actor: bool) -> None:
         """One update through :class:`GraphedUpdate` (``cudagraphs``): the step runs inside the graph."""
         hp = self.hparams
         opt = self.optimizers()
         if self._graphed is None:
-            learner = self.learner
-            self._graphed = GraphedUpdate(
-                self._losses_fn, self.aux_weighting, self.shared_parameters(),
-                [p for p in self.parameters() if p.requires_grad], opt.optimizer,
-                lambda: learner.update_targets(hp.critic_tau, hp.encoder_tau))
+            self._graphed = self.graphed_update(opt.optimizer, self.aux_weighting)
         main, aux, metrics, grad_norm = self._graphed(batch, update_actor, update % hp.target_update_freq == 0)
-        losses = {f"{k} loss": v for k, v in main.items()} | {f"aux {k} loss": v for k, v in aux.items()}
-        self.guard.observe(update, losses, [grad_norm])
+        self.guard.observe(update, _named_losses(main, aux), [grad_norm])
         # Lightning counts optimizer steps (trainer.global_step, max_steps) in LightningOptimizer.step's hooks;
         # the step itself ran in the graph, so only the hooks are called.
         opt._on_before_step()
@@ -355,6 +357,11 @@ class SACModule(pl.LightningModule):
         self.guard.check()
         # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners).
         self.trainer.datamodule.evaluate_if_due(self.act_deterministic)
+
+
+def _named_losses(main: dict, aux: dict) -> dict:
+    """The guard's names of an update's losses: ``critic loss``, ``aux <name> loss``, ..."""
+    return {f"{k} loss": v for k, v in main.items()} | {f"aux {k} loss": v for k, v in aux.items()}
 
 
 def check_precision(precision: str) -> None:
