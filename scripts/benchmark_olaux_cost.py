@@ -10,13 +10,22 @@ LayerNorm) shared by a twin-Q main head (2x256 MLPs on [features, action 6]) and
 Prints milliseconds per update (median over rounds, the rules interleaved within each round so that
 machine noise hits them alike) and the ratio to FixedWeights. On a machine shared with other jobs,
 ``--threads 1 --clock cpu`` (this process's CPU time) is the steadier measure.
+
+``--module`` times the whole update as users run it instead: ``SACModule.training_step`` (critic with the five
+auxiliary losses of the learning benchmark, actor, temperature, target EMA, logging) inside a real ``Trainer``,
+on one batch sampled from a real state cheetah-run replay, the CPU-sized networks of
+``configs/benchmark_cheetah_state_cpu.yaml``.
+
+    python scripts/benchmark_olaux_cost.py --module --threads 1 --clock cpu --rounds 5 --updates 300
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
+import warnings
 import weakref
 
 import torch
@@ -107,6 +116,50 @@ RULES = {
 }
 
 
+FIVE = {"fwd": "forward_dynamics", "inv": "inverse_dynamics", "rew": "reward_prediction",
+        "rec": "state_reconstruction", "a2v": "a2_winner_v"}
+MODULE_RULES = {"FixedWeights": lambda: FixedWeights(1.0), "OLAux": lambda: OLAux()}
+
+
+def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
+    """Milliseconds per ``SACModule.training_step`` in a Trainer, per rule and round (rules alternate)."""
+    import copy
+    import tempfile
+
+    import lightning.pytorch as pl
+    from benchmark_throughput import FixedBatchData  # a sibling script: one real batch, served over and over
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from a2ls_lightning import ReplayDataModule, SACModule
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-fit banner: only the table
+    warnings.filterwarnings("ignore")
+    pl.seed_everything(0, verbose=False)
+    source = ReplayDataModule(batch_size=BATCH, capacity=10_000, warmup_steps=2000)
+    base = SACModule(hidden_dim=256, aux_losses=dict(FIVE))
+    source.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=base.required_slice_length)
+    batch = source.next_batch()
+    base.build(source.observation_shape, source.action_dim)
+    times: dict[str, list[float]] = {name: [] for name in MODULE_RULES}
+
+    class Clock(pl.Callback):  # the loop itself, not the Trainer's set-up
+        def on_train_start(self, *_):
+            self.start = clock()
+
+        def on_train_end(self, *_):
+            self.seconds = clock() - self.start
+
+    for _ in range(rounds):
+        for name, rule in MODULE_RULES.items():
+            timer = Clock()
+            trainer = pl.Trainer(max_steps=updates, logger=TensorBoardLogger(tempfile.mkdtemp()),
+                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                 accelerator="cpu", devices=1, log_every_n_steps=50, callbacks=[rule(), timer])
+            trainer.fit(copy.deepcopy(base), FixedBatchData(source, batch, updates))
+            times[name].append(timer.seconds / updates * 1e3)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=25, help="timing rounds (the median is reported)")
@@ -115,8 +168,18 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall-clock time, or this process's CPU time (steadier on a busy machine)")
     parser.add_argument("--rules", default=",".join(RULES), help=f"comma-separated subset of: {', '.join(RULES)}")
+    parser.add_argument("--module", action="store_true",
+                        help="time SACModule.training_step in a Trainer (FixedWeights vs OLAux) instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    if args.module:
+        times = module_rounds(args.rounds, args.updates, clock)
+        print(f"SACModule.training_step in a Trainer: {len(FIVE)} auxiliary losses, hidden 256, batch {BATCH}, "
+              f"{torch.get_num_threads()} threads, {args.clock} clock, {args.rounds} rounds x {args.updates} updates, "
+              f"torch {torch.__version__}")
+        _report(times)
+        return
     chosen = ["FixedWeights", *(name for name in args.rules.split(",") if name != "FixedWeights")]
     unknown = sorted(set(chosen) - set(RULES))
     if unknown:
@@ -125,7 +188,6 @@ def main() -> None:
     for update in updates.values():  # warm-up
         for _ in range(20):
             update()
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
     times: dict[str, list[float]] = {name: [] for name in updates}
     for _ in range(args.rounds):
         for name, update in updates.items():
@@ -135,12 +197,18 @@ def main() -> None:
             times[name].append((clock() - start) / args.updates * 1e3)
     print(f"{AUX_LOSSES} auxiliary losses, batch {BATCH}, {torch.get_num_threads()} threads, {args.clock} clock, "
           f"{args.rounds} rounds x {args.updates} updates, torch {torch.__version__}")
-    print(f"{'rule':<26}{'ms/update':>10}{'x fixed':>9}")
+    _report(times)
+
+
+def _report(times: dict[str, list[float]]) -> None:
+    print(f"{'rule':<36}{'ms/update':>10}{'x fixed':>9}  {'x fixed, quartiles of rounds':>28}")
     for name, values in times.items():
         # the ratio is taken within each round (rules timed back to back) before the median: load that
-        # comes and goes on a shared machine then cancels out
-        ratio = statistics.median(v / f for v, f in zip(values, times["FixedWeights"]))
-        print(f"{name:<26}{statistics.median(values):>10.2f}{ratio:>9.2f}")
+        # comes and goes on a shared machine then cancels out; the quartiles show how much it still moves
+        ratios = [v / f for v, f in zip(values, times["FixedWeights"])]
+        low, mid, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        print(f"{name:<36}{statistics.median(values):>10.2f}{statistics.median(ratios):>9.3f}  "
+              f"{low:>13.3f} - {high:.3f}")
 
 
 if __name__ == "__main__":
