@@ -127,7 +127,7 @@ def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
     import tempfile
 
     import lightning.pytorch as pl
-    from benchmark_throughput import FixedBatchData  # a sibling script: one real batch, served over and over
+    from benchmark_throughput import FixedBatchData  # sibling script: one real batch, served over and over
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from a2ls_lightning import ReplayDataModule, SACModule
@@ -206,7 +206,7 @@ def _report(times: dict[str, list[float]]) -> None:
         # the ratio is taken within each round (rules timed back to back) before the median: load that
         # comes and goes on a shared machine then cancels out; the quartiles show how much it still moves
         ratios = [v / f for v, f in zip(values, times["FixedWeights"])]
-        low, mid, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         print(f"{name:<36}{statistics.median(values):>10.2f}{statistics.median(ratios):>9.3f}  "
               f"{low:>13.3f} - {high:.3f}")
 
