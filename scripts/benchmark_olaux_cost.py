@@ -127,7 +127,8 @@ def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
     import tempfile
 
     import lightning.pytorch as pl
-    from benchmark_throughput import FixedBatchData  # sibling script: one real batch, served over and over
+    # a sibling script's data module: one real batch, served over and over
+    from benchmark_throughput import FixedBatchData
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from a2ls_lightning import ReplayDataModule, SACModule
