@@ -127,6 +127,7 @@ def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
     import tempfile
 
     import lightning.pytorch as pl
+
     # a sibling script's data module: one real batch, served over and over
     from benchmark_throughput import FixedBatchData
     from lightning.pytorch.loggers import TensorBoardLogger
