@@ -103,6 +103,10 @@ class LossGradients:
         shared_parameters: the parameters shared by main and auxiliary losses (``P`` elements in all).
         method: ``"per_loss"`` or ``"batched"`` (see the module docstring).
         scale: the loss scale of a ``GradScaler`` (16-mixed) or ``None``.
+        log_eps: one ``eps`` or ``None`` per loss: the loss counts as ``log(loss + eps)`` (log balancing). With
+            ``per_loss`` its gradient is taken as ``∇loss / (loss + eps)`` (the incoming gradient of the loss's
+            backward), which is bit for bit what a ``log`` node in the graph would give, without the two autograd
+            nodes per loss it costs in the forward and the backward.
 
     Attributes:
         shared: ``[K+1, P]`` float32, row ``k`` the flattened, unscaled gradient of loss ``k`` over the
@@ -123,10 +127,17 @@ class LossGradients:
         shared_parameters: Sequence[Tensor],
         method: GradientMethod = "per_loss",
         scale: Tensor | float | None = None,
+        log_eps: Sequence[float | None] | None = None,
     ) -> None:
         if method not in GRADIENT_METHODS:
             raise ValueError(f"gradient_method={method!r} is not allowed; allowed: {', '.join(GRADIENT_METHODS)}")
         self.losses = list(losses)
+        self._log_eps = list(log_eps) if log_eps is not None else [None] * len(self.losses)
+        if len(self._log_eps) != len(self.losses):
+            raise ValueError(f"log_eps: {len(self._log_eps)} values for {len(self.losses)} losses")
+        if method != "per_loss":  # the log goes into the graph
+            self.losses = [loss if eps is None else torch.log(loss + eps) for loss, eps in zip(self.losses, self._log_eps)]
+            self._log_eps = [None] * len(self.losses)
         unique = {id(p): p for p in shared_parameters if p.requires_grad}  # a parameter listed twice counts once
         self.shared_parameters = list(unique.values())
         self.method = method
@@ -157,9 +168,11 @@ class LossGradients:
     def _per_loss(self) -> Tensor:
         shared_ids = {id(p) for p in self.shared_parameters}
         rows = []
-        for loss in self.losses:
+        for loss, eps in zip(self.losses, self._log_eps):
             leaves = graph_leaves(loss)
-            grads = self._grad(loss, leaves) if leaves else []
+            # ∇log(L + eps) = ∇L · 1/(L + eps): the incoming gradient a log node would pass on (the same division)
+            cotangent = None if eps is None else torch.ones_like(loss).div_(loss.detach() + eps)
+            grads = self._grad(loss, leaves, cotangent) if leaves else []
             rows.append({id(p): g for p, g in zip(leaves, grads) if id(p) in shared_ids})
             self._reached.update(rows[-1])
             self._other.append([(p, g) for p, g in zip(leaves, grads) if id(p) not in shared_ids])
@@ -207,7 +220,8 @@ class LossGradients:
         shared_coefficients = plain if shared_coefficients is None else shared_coefficients.to(plain)
         if self.method == "per_loss":
             with torch.no_grad(), _full_precision(plain.device):
-                values = torch.stack([loss.reshape(()) for loss in self.losses])
+                values = torch.stack([(loss if eps is None else torch.log(loss + eps)).reshape(())
+                                      for loss, eps in zip(self.losses, self._log_eps)])
                 value = values @ plain.to(values.dtype)
             return self._replay(value, shared_coefficients, coefficients)
         value = sum(c * loss for c, loss in zip(coefficients, self.losses))

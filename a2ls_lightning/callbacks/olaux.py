@@ -69,7 +69,7 @@ from a2ls_lightning.callbacks.gradients import (
     all_reduce_mean,
     dot_with_main,
 )
-from a2ls_lightning.callbacks.weighting import AuxWeighting, log_balanced
+from a2ls_lightning.callbacks.weighting import AuxWeighting, check_log_balance
 from a2ls_lightning.validation import check_choice, check_number
 
 
@@ -151,14 +151,18 @@ class OLAux(AuxWeighting):
         return self.init_weight
 
     def _combine(self, main_loss, aux_losses, names, shared_parameters):
-        if self.log_balance:
-            aux_losses = log_balanced(aux_losses, names, self.log_eps, "OLAux", check=not self._log_checked)
+        if self.log_balance and not self._log_checked:
+            check_log_balance(aux_losses, names, self.log_eps, "OLAux")
             self._log_checked = True
+        eps = self.log_eps if self.log_balance else None
         if not torch.is_grad_enabled():  # e.g. a validation pass: nothing to learn from, nothing to count
+            if eps is not None:
+                aux_losses = [torch.log(loss + eps) for loss in aux_losses]
             return main_loss + sum(self._weights[n] * loss for n, loss in zip(names, aux_losses))
-        if self.train_log_main:  # its gradients are ∇log(L_main + eps) already: no divisor below
-            main_loss = torch.log(main_loss + self.log_eps)
-        grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale())
+        # the log of log balancing is applied by LossGradients (as the gradient it would give: no graph nodes)
+        main_eps = self.log_eps if self.train_log_main else None  # its gradients are then ∇log(L_main + eps)
+        grads = LossGradients([main_loss, *aux_losses], shared_parameters, self.gradient_method, self._loss_scale(),
+                              log_eps=[main_eps, *[eps] * len(aux_losses)])
         shared = all_reduce_mean(grads.shared)  # [K+1, P], identical on every rank
         dots = dot_with_main(shared)  # [K] ⟨∇L_main, ∇A_i⟩
         if self._steps_in_window == 0:

@@ -126,16 +126,21 @@ def _should_log(trainer: pl.Trainer) -> bool:
 def log_balanced(losses: Sequence[Tensor], names: Sequence[str], eps: float, field: str, check: bool) -> list[Tensor]:
     """``log(loss + eps)`` for each loss (adaptive loss balancing, Hu et al.: ``∇ = ∇L / (L + eps)``).
 
-    ``check`` verifies ``loss + eps > 0`` (one host sync; done at the first combine only): a loss that can
-    go negative, e.g. ``nmse`` with negatives, cannot be log-balanced.
+    ``check``: :func:`check_log_balance` first.
     """
     if check:
-        for name, loss in zip(names, losses):
-            value = float(loss.detach())
-            if not value + eps > 0:
-                raise ValueError(f"{field}: loss {name!r} = {value:.4g} but log balancing needs loss + {eps} > 0; "
-                                 "use non-negative losses or switch log balancing off")
+        check_log_balance(losses, names, eps, field)
     return [torch.log(loss + eps) for loss in losses]
+
+
+def check_log_balance(losses: Sequence[Tensor], names: Sequence[str], eps: float, field: str) -> None:
+    """Verify ``loss + eps > 0`` (one host sync; done at the first combine only): a loss that can go negative,
+    e.g. ``nmse`` with negatives, cannot be log-balanced."""
+    for name, loss in zip(names, losses):
+        value = float(loss.detach())
+        if not value + eps > 0:
+            raise ValueError(f"{field}: loss {name!r} = {value:.4g} but log balancing needs loss + {eps} > 0; "
+                             "use non-negative losses or switch log balancing off")
 
 
 class FixedWeights(AuxWeighting):
