@@ -72,6 +72,25 @@ def test_log_balance_rejects_a_negative_aux_loss():
 
 
 # --- per-loss gradients ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [None, torch.tensor(2.0**14)])
+def test_log_eps_gives_the_gradients_of_log_in_the_graph_bit_for_bit(scale):
+    # per_loss applies log balancing as the incoming gradient 1/(L + eps) instead of a log node: same bits
+    coefficients = [1.0, 0.7, 2.5, 0.0]
+    results = []
+    for in_graph in (True, False):
+        net = Net()
+        main, aux = net.losses()
+        aux = list(aux.values())
+        losses = [main, *([torch.log(a + 0.02) for a in aux] if in_graph else aux)]
+        log_eps = None if in_graph else [None, 0.02, 0.02, 0.02]
+        grads = LossGradients(losses, net.shared(), scale=scale, log_eps=log_eps)
+        total = grads.combine(coefficients)
+        (total * scale if scale is not None else total).backward()
+        results.append([grads.shared, total.detach(), *(p.grad for p in net.parameters())])
+    for logged, cotangent in zip(*results):
+        assert torch.equal(logged, cotangent)
+
+
 def test_batched_and_per_loss_gradients_agree():
     net = Net()
     main, aux = net.losses()
