@@ -22,7 +22,7 @@ from a2ls_lightning.callbacks.progress import UpdateProgressBar
 from a2ls_lightning.data.datamodule import ReplayDataModule
 from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.modules.agent import SACModule, init_defaults
-from a2ls_lightning.modules.run_checks import compare_with_checkpoint
+from a2ls_lightning.modules.run_checks import check_strategy, compare_with_checkpoint
 from a2ls_lightning.validation import one_line
 
 __all__ = ["A2LSCLI", "QUICKSTART", "default_threads", "instantiate", "read_checkpoint"]
@@ -113,6 +113,9 @@ class A2LSCLI(LightningCLI):
             trainer["callbacks"] = [c for c in trainer["callbacks"]
                                     if not str(_class_path(c)).endswith("ModelCheckpoint")]
 
+    def before_fit(self) -> None:
+        # In this process, before DDP starts the others: a refusal there would come once per rank.
+        check_strategy(self.trainer, bool(getattr(self.model.hparams, "cudagraphs", False)))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         # Our bar (updates out of max_steps, env steps, eval return) unless the bar is off or one is configured.

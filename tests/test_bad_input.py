@@ -52,6 +52,8 @@ CASES = [
     (["--model.log_std_min=3"], "log_std_min=3"),
     (["--model.nonfinite=ignore"], "nonfinite='ignore'"),
     (["--model.cudagraphs=true", "--model.nonfinite=skip"], "cudagraphs=true needs nonfinite=stop"),
+    (["--model.cudagraphs=true", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"],
+     "model.cudagraphs=true captures the update on one device; it is not allowed with trainer.strategy=ddp"),
     (["--model.aux_losses={fwd: h=0 s0 -> s1 mse}"], "aux_losses.fwd"),
     (["--model.aux_losses={x: not_a_preset}"], "aux_losses.x: unknown preset 'not_a_preset'; presets: a2_winner,"),
     # trainer

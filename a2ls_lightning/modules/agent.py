@@ -22,6 +22,7 @@ from a2ls_lightning.modules.graphed import GraphedUpdate
 from a2ls_lightning.modules.guard import NONFINITE_MODES, NonFiniteGuard
 from a2ls_lightning.modules.learner import SACLearner
 from a2ls_lightning.modules.run_checks import (
+    check_strategy,
     check_trainer,
     compare_with_checkpoint,
     install_crash_safe_checkpoints,
@@ -211,8 +212,7 @@ class SACModule(pl.LightningModule):
             # The actor and the temperature get gradients only every `actor_update_freq` updates; DDP must be told
             # that some parameters may go unused in an iteration (their grads then stay None and Adam skips them).
             strategy._ddp_kwargs["find_unused_parameters"] = True
-            check(not self.hparams.cudagraphs, "model.cudagraphs=true captures the update on one device; it is not "
-                  "allowed with trainer.strategy=ddp (gradients are all-reduced during the backward pass)")
+        check_strategy(self.trainer, self.hparams.cudagraphs)
         if self.hparams.cudagraphs and strategy.root_device.type != "cuda":
             rank_zero_warn("model.cudagraphs=true without a CUDA device: the update runs as one uncaptured "
                            "function (what CUDA would capture)", category=UserWarning)

@@ -1,6 +1,7 @@
 """Checks a run makes before its first env step and at resume, so that it fails early, in one line, losing nothing.
 
 - :func:`check_trainer`: trainer settings SAC relies on (``max_steps``, ``log_every_n_steps``, precision);
+- :func:`check_strategy`: model settings the trainer's strategy cannot run (``cudagraphs`` under DDP);
 - :func:`preflight`: every folder the run will write to exists and is writable (default root, logs, checkpoints and
   their replay side files), found before any work instead of at the first save;
 - :func:`install_crash_safe_checkpoints`: Lightning's checkpoint writer replaced by the crash-safe one;
@@ -39,6 +40,16 @@ def check_trainer(trainer: Any) -> None:
             f"trainer.precision={precision!r} is not supported by SACModule (fp16's range is too small for the "
             "temperature and the log-probabilities); allowed: 32-true, bf16-mixed, bf16-true"
         )
+
+
+def check_strategy(trainer: Any, cudagraphs: bool) -> None:
+    """One-line ``ValueError`` for ``model.cudagraphs=true`` under DDP. The ``a2ls`` command calls it before DDP
+    starts its processes; ``SACModule.setup`` again, for runs started from Python."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if cudagraphs and isinstance(trainer.strategy, DDPStrategy):
+        raise ValueError("model.cudagraphs=true captures the update on one device; it is not allowed with "
+                         "trainer.strategy=ddp (gradients are all-reduced during the backward pass)")
 
 
 def preflight(trainer: Any) -> None:
