@@ -44,6 +44,11 @@ Choices, after the authors' re-implementation (``Xingyu-Lin/auxiliary-tasks-rl``
   gradient (from the gradients the update computes anyway).
 - Dot products over the shared (encoder) parameters only, of gradients averaged over DDP ranks
   (the authors averaged across workers before the dot products): the weights are identical on every rank.
+- Each update's dot product is of that update's gradients, as in Algorithm 1. The authors' re-implementation
+  first averages each gradient over the last 4 updates (``aux_filter_interval``, against oscillation with large
+  step sizes), which would keep ``4 x (K+1)`` gradient copies of the encoder; with the small default ``lr`` the
+  window's sum already averages over ``n_steps`` updates. (Their update, ``aux_base_lr · n_steps`` times the
+  window's mean of ``critic_lr``-scaled dot products, is the same ``lr`` on the window's sum: 5 · 1e-3 = 5e-3.)
 - Mixed precision: gradients are computed from the scaled loss under 16-mixed and unscaled before the dot
   products (see gradients.py); bf16 needs no scaling. An update whose dot products are not finite (e.g. an
   fp16 overflow step, which the scaler also skips) is left out of its window's sum (counted in
