@@ -155,8 +155,21 @@ def _suffix(tag: str) -> str:
     return "" if tag == "full" else "_" + tag
 
 
+#: The seeds the reports cover (``--seeds``): runs of other seeds stay stored but out of the tables, so a suite's
+#: figures do not change when another suite adds seeds to a variant they share (plain SAC is in all of them).
+REPORT_SEEDS: tuple[int, ...] = (1, 2, 3)
+
+
+def _seed_files(folder: Path) -> list[Path]:
+    return [folder / f"seed{seed}.json" for seed in REPORT_SEEDS if (folder / f"seed{seed}.json").exists()]
+
+
+def _seeds_flag() -> str:
+    return "" if REPORT_SEEDS == (1, 2, 3) else " --seeds " + " ".join(map(str, REPORT_SEEDS))
+
+
 def _results(variant: str, tag: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RUNS / tag / variant).glob("seed*.json"))]
+    return [json.loads(p.read_text()) for p in _seed_files(RUNS / tag / variant)]
 
 
 def planet_report(tag: str, expected_seeds: int = 3) -> str:
@@ -168,7 +181,7 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
     import matplotlib.pyplot as plt
 
     curves = {task: {v: [_curve(json.loads(p.read_text())) for p in
-                         sorted(record_path(v, 0, tag, task).parent.glob("seed*.json"))]
+                         _seed_files(record_path(v, 0, tag, task).parent)]
                      for v in PLANET_VARIANTS} for task in PLANET_TASKS}
     header = "| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | rank by AULC |"
     lines = [header, "|---|---|---|---|---|---|"]
@@ -204,7 +217,8 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
               f"partial: {complete} of {len(PLANET_TASKS)} tasks have {expected_seeds} seeds of every variant")
     (ROOT / "docs" / f"benchmark_planet{_suffix(tag)}.md").write_text(
         "# Learning benchmark: the six PlaNet tasks, state observations\n\n"
-        "Measured by `python scripts/benchmark_learning.py --suite planet` on this project's 2-core CPU machine "
+        f"Measured by `python scripts/benchmark_learning.py --suite planet{_seeds_flag()}` on this project's 2-core "
+        "CPU machine "
         f"(one thread per run); config `configs/{CONFIG.name}` with each task's action repeat, 100k env steps "
         f"(1000 warm-up agent steps), evaluation every 10k env steps over 10 episodes. Status: {status}.\n\n"
         f"{table}\n\n![curves]({png.name})\n")
@@ -267,7 +281,7 @@ def report(suite: str, tag: str) -> str:
                    "`olaux/cos/<loss>` (the window's mean at each log step), averaged over training and seeds; – where "
                    f"the run predates them.\n\n{weights}\n")
     md = ROOT / "docs" / f"benchmark_{suite}{_suffix(tag)}.md"
-    md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}`"
+    md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}{_seeds_flag()}`"
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
                   f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
@@ -336,6 +350,8 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n interleaved parts of the job list")
     args = parser.parse_args()
     tag = "full" if args.max_steps is None else f"steps{args.max_steps}"
+    global REPORT_SEEDS
+    REPORT_SEEDS = tuple(args.seeds)
     if args.suite == "planet":
         index, count = (int(x) for x in args.shard.split("/"))
         # Seed-major order: a partial run covers every task with the first seed before any second seed.
