@@ -44,4 +44,13 @@ def test_version_0_1_checkpoint_resumes_exactly_from_a_moved_folder(tmp_path, mo
     sums = {name: float(value.double().sum()) for name, value in module.state_dict().items()}
     assert sorted(sums) == sorted(expected)
     for name, value in expected.items():
+        if name in ROUNDING_ONLY:
+            continue
         assert sums[name] == pytest.approx(value, rel=1e-6, abs=1e-6), name
+
+
+# The bias of a Linear layer that feeds a BatchNorm does not change the loss (the normalisation subtracts it), so
+# its gradient is rounding noise, which Adam scales up to steps of the learning rate's size: its value, and the
+# BatchNorm's running mean that it shifts, follow the CPU's summation order (seen: the same code passes on one
+# CPU and gives -2.0637 for -2.0480 on another). Everything the losses depend on is compared above.
+ROUNDING_ONLY = {"learner.aux_losses.a2v.predictor.0.bias", "learner.aux_losses.a2v.predictor.1.running_mean"}

@@ -91,6 +91,25 @@ def test_log_eps_gives_the_gradients_of_log_in_the_graph_bit_for_bit(scale):
         assert torch.equal(logged, cotangent)
 
 
+@pytest.mark.parametrize("scale", [None, torch.tensor(2.0**14)])
+def test_per_loss_engine_call_equals_autograd_grad_bit_for_bit(monkeypatch, scale):
+    # per_loss calls the engine as torch.autograd.grad does, without its argument handling; a torch without that
+    # private entry point gets torch.autograd.grad itself: both give the same bits
+    from a2ls_lightning.callbacks import gradients
+
+    results = []
+    for engine in (gradients._engine_run_backward, None):
+        monkeypatch.setattr(gradients, "_engine_run_backward", engine)
+        net = Net()
+        main, aux = net.losses()
+        grads = LossGradients([main, *aux.values()], net.shared(), scale=scale, log_eps=[None, 0.02, 0.02, 0.02])
+        grads.combine([1.0, 0.7, 2.5, 0.0]).backward()
+        results.append([grads.shared, *(p.grad for p in net.parameters())])
+    assert gradients._engine_run_backward is None  # the second pass really took the public path
+    for direct, public in zip(*results):
+        assert torch.equal(direct, public)
+
+
 def test_batched_and_per_loss_gradients_agree():
     net = Net()
     main, aux = net.losses()
@@ -294,8 +313,8 @@ class TinyModule(pl.LightningModule):
 
 
 def fit(module, callback, steps, ckpt_path=None, **trainer_kwargs):
-    kwargs = dict(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False)
+    kwargs = {"max_steps": steps, "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+              "enable_progress_bar": False, "enable_model_summary": False}
     kwargs.update(trainer_kwargs)
     trainer = pl.Trainer(callbacks=[callback], **kwargs)
     trainer.fit(module, ckpt_path=ckpt_path)

@@ -10,9 +10,11 @@ shared parameters (the encoder), each update. Two exact ways to get them:
     combined loss returned is then a single autograd node that hands the already computed gradients
     to the leaves, so ``manual_backward`` does not traverse the graph again. Cost measured by
     ``scripts/benchmark_olaux_cost.py --threads 1 --clock cpu --rounds 60`` (state encoder, twin-Q 2x256,
-    five auxiliary heads, batch 256, idle machine): 1.30-1.31x a fixed-weight critic update for OL-AUX; the whole
-    ``SACModule.training_step`` in a Trainer (``--module``): 1.22-1.29x. What remains is the encoder's backward
-    once more per auxiliary loss and per-node engine work. Tried without a measurable gain: splitting the graph
+    five auxiliary heads, batch 256, idle machine; two runs each, 2026-12, AMD EPYC): 1.22-1.23x a fixed-weight
+    critic update for OL-AUX; the whole ``SACModule.training_step`` in a Trainer (``--module``): 1.15-1.22x. The
+    ratio moves with the machine: before the direct engine call of ``_loss_grad``, another machine gave 1.30-1.31x
+    (this one: 1.23-1.25x). What remains is the encoder's backward once more per auxiliary loss and per-node
+    engine work. Tried without a measurable gain: splitting the graph
     at the encoder output and batching only the encoder, walking the shared encoder once for all losses,
     folding the weights into each loss's backward, and reading the main gradient from the final backward with
     hooks. For a heavy encoder the identity ``⟨J^T c_0, J^T c_k⟩ = ⟨c_k, J J^T c_0⟩`` (one JVP instead of K
@@ -45,6 +47,11 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+try:  # what torch.autograd.grad calls, without its argument handling (see LossGradients._loss_grad)
+    from torch.autograd.graph import _engine_run_backward
+except ImportError:  # pragma: no cover - older or newer torch
+    _engine_run_backward = None
 
 GradientMethod = Literal["per_loss", "batched"]
 GRADIENT_METHODS: tuple[str, ...] = ("per_loss", "batched")
@@ -157,6 +164,25 @@ class LossGradients:
         grads = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, **kwargs)
         return list(grads) if self._scale is None else [None if g is None else g / scale for g in grads]
 
+    def _loss_grad(self, loss: Tensor, leaves: list[Tensor], eps: float | None) -> tuple[Tensor, ...]:
+        """Unscaled ``d loss / d leaves`` (every leaf reached), or of ``log(loss + eps)`` with an ``eps``.
+
+        ``torch.autograd.grad``'s own argument handling (type checks, ``_make_grads``, overrides) cost ~75 µs a
+        call, 0.45 ms of a ~9.5 ms update with six losses (``scripts/benchmark_olaux_cost.py``, idle machine):
+        the cotangent is built here and the engine called as ``torch.autograd.grad`` calls it.
+        """
+        # ∇log(L + eps) = ∇L · 1/(L + eps): the incoming gradient a log node would pass on (the same division)
+        cotangent = torch.ones_like(loss) if eps is None else torch.ones_like(loss).div_(loss.detach() + eps)
+        if self._scale is not None:
+            scale = torch.as_tensor(self._scale, dtype=loss.dtype, device=loss.device)
+            cotangent = cotangent * scale
+        if _engine_run_backward is None:  # a torch without the private entry point: the public one
+            grads = torch.autograd.grad(loss, leaves, cotangent, retain_graph=True)
+        else:
+            grads = _engine_run_backward((loss,), (cotangent,), True, False, tuple(leaves), False,
+                                         accumulate_grad=False)
+        return grads if self._scale is None else tuple(g / scale for g in grads)
+
     def _flat_shared(self, rows: list[dict[int, Tensor]]) -> Tensor:
         """``[K+1, P]`` float32 from one ``{id(param): grad}`` per loss, zeros where a loss does not reach."""
         parts = [row[id(p)].reshape(-1) if id(p) in row else p.new_zeros(p.numel())
@@ -170,12 +196,16 @@ class LossGradients:
         rows = []
         for loss, eps in zip(self.losses, self._log_eps):
             leaves = graph_leaves(loss)
-            # ∇log(L + eps) = ∇L · 1/(L + eps): the incoming gradient a log node would pass on (the same division)
-            cotangent = None if eps is None else torch.ones_like(loss).div_(loss.detach() + eps)
-            grads = self._grad(loss, leaves, cotangent) if leaves else []
-            rows.append({id(p): g for p, g in zip(leaves, grads) if id(p) in shared_ids})
-            self._reached.update(rows[-1])
-            self._other.append([(p, g) for p, g in zip(leaves, grads) if id(p) not in shared_ids])
+            grads = self._loss_grad(loss, leaves, eps) if leaves else ()
+            row, other = {}, []
+            for leaf, grad in zip(leaves, grads):
+                if id(leaf) in shared_ids:
+                    row[id(leaf)] = grad
+                else:
+                    other.append((leaf, grad))
+            rows.append(row)
+            self._reached.update(row)
+            self._other.append(other)
         return self._flat_shared(rows)
 
     def _batched(self) -> Tensor:

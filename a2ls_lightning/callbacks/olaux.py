@@ -56,8 +56,9 @@ Choices, after the authors' re-implementation (``Xingyu-Lin/auxiliary-tasks-rl``
 
 Cost (``python scripts/benchmark_olaux_cost.py --threads 1 --clock cpu --rounds 60``, five auxiliary losses,
 state encoder, twin-Q 2x256, batch 256, one thread, CPU time, idle 2-core machine): one OL-AUX critic update
-costs 1.30-1.31x a fixed-weight one with ``gradient_method="per_loss"`` (the default), 2.6x with ``"batched"``;
-a whole ``SACModule.training_step`` in a Trainer (``--module``) 1.22-1.29x.
+costs 1.22-1.23x a fixed-weight one with ``gradient_method="per_loss"`` (the default), 2.5-2.6x with ``"batched"``;
+a whole ``SACModule.training_step`` in a Trainer (``--module``) 1.15-1.22x (two runs each; the ratio moves with the
+machine: before the last speed-up, another machine gave 1.30-1.31x and 1.22-1.29x).
 """
 
 from __future__ import annotations
