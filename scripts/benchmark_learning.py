@@ -172,19 +172,32 @@ def _results(variant: str, tag: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in _seed_files(RUNS / tag / variant)]
 
 
+def _versus_sac(st: dict, sac: dict | None, variant: str) -> str:
+    """``+12.3`` (AULC minus SAC's), with "beyond spread" where the mean ± std ranges do not overlap."""
+    if variant == "sac" or sac is None:
+        return "–"
+    diff = st["aulc_mean"] - sac["aulc_mean"]
+    if min(st["n"], sac["n"]) < 2:
+        return f"{diff:+.1f} (1 seed)"
+    return f"{diff:+.1f}" + (" beyond spread" if abs(diff) > st["aulc_std"] + sac["aulc_std"] else "")
+
+
 def planet_report(tag: str, expected_seeds: int = 3) -> str:
     """``docs/benchmark_planet.md`` and ``.png`` from the stored runs of the six PlaNet tasks (partial or whole).
 
-    Per task and variant: final ``eval/return`` and AULC (mean ± std over seeds), the variants' rank by AULC;
-    the summary row is the mean over tasks of each variant's final return divided by SAC's on that task.
+    Per task and variant: final ``eval/return`` and AULC (mean ± std over seeds), the variants' rank by AULC, and
+    the AULC's difference to SAC's, marked "beyond spread" where it exceeds the sum of the two standard deviations
+    (the mean ± std ranges do not overlap; needs 2 seeds of each); the summary row is the mean over tasks of each
+    variant's final return divided by SAC's on that task.
     """
     import matplotlib.pyplot as plt
 
     curves = {task: {v: [_curve(json.loads(p.read_text())) for p in
                          _seed_files(record_path(v, 0, tag, task).parent)]
                      for v in PLANET_VARIANTS} for task in PLANET_TASKS}
-    header = "| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | rank by AULC |"
-    lines = [header, "|---|---|---|---|---|---|"]
+    header = ("| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | rank by AULC "
+              "| AULC − SAC's |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
     ratios: dict[str, list[float]] = {v: [] for v in PLANET_VARIANTS}
     complete = 0
     for task, by_variant in curves.items():
@@ -192,19 +205,19 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
         order = sorted(stats, key=lambda v: -stats[v]["aulc_mean"])
         for v in PLANET_VARIANTS:
             if v not in stats:
-                lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | 0 | – | – | – |")
+                lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | 0 | – | – | – | – |")
                 continue
             st = stats[v]
             lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | {st['n']} | "
                          f"{mean_std(st['final_mean'], st['final_std'])} | {mean_std(st['aulc_mean'], st['aulc_std'])}"
-                         f" | {order.index(v) + 1} of {len(order)} |")
+                         f" | {order.index(v) + 1} of {len(order)} | {_versus_sac(st, stats.get('sac'), v)} |")
             if "sac" in stats and stats["sac"]["final_mean"] > 0:
                 ratios[v].append(st["final_mean"] / stats["sac"]["final_mean"])
         complete += all(len(c) >= expected_seeds for c in by_variant.values())
-    lines.append("| **mean over tasks, final return / SAC's** | | | | | |")
+    lines.append("| **mean over tasks, final return / SAC's** | | | | | | |")
     for v in PLANET_VARIANTS:
         if ratios[v]:
-            lines.append(f"| | {v} | | {np.mean(ratios[v]):.2f} (over {len(ratios[v])} tasks) | | |")
+            lines.append(f"| | {v} | | {np.mean(ratios[v]):.2f} (over {len(ratios[v])} tasks) | | | |")
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (task, by_variant) in zip(axes.flat, curves.items()):
         plot_groups({v: c for v, c in by_variant.items() if c}, ax=ax, title=f"{task} (repeat {PLANET_TASKS[task]})")

@@ -23,3 +23,24 @@ def test_each_planet_task_trains_a_few_updates_with_a2_winner_v(tmp_path, task):
     aux = module.learner.aux_losses["a2v"]
     assert aux.action_dim == action_dim and module._env_spec == ((obs_dim,), action_dim)
     assert math.isfinite(float(trainer.callback_metrics["train/aux_a2v_loss"]))
+
+
+def _benchmark_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_learning.py"
+    spec = importlib.util.spec_from_file_location("benchmark_learning", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_planet_report_marks_a_difference_to_sac_beyond_the_spread_only_where_the_ranges_do_not_overlap():
+    versus = _benchmark_script()._versus_sac
+    sac = {"aulc_mean": 100.0, "aulc_std": 5.0, "n": 3}
+    assert versus({"aulc_mean": 120.0, "aulc_std": 10.0, "n": 3}, sac, "fwd") == "+20.0 beyond spread"
+    assert versus({"aulc_mean": 114.0, "aulc_std": 10.0, "n": 3}, sac, "fwd") == "+14.0"  # 100+5 overlaps 114-10
+    assert versus({"aulc_mean": 80.0, "aulc_std": 1.0, "n": 2}, sac, "fwd") == "-20.0 beyond spread"
+    assert versus({"aulc_mean": 150.0, "aulc_std": 0.0, "n": 1}, sac, "fwd") == "+50.0 (1 seed)"
+    assert versus(sac, sac, "sac") == "–" and versus(sac, None, "fwd") == "–"
