@@ -94,20 +94,29 @@ def test_log_eps_gives_the_gradients_of_log_in_the_graph_bit_for_bit(scale):
 @pytest.mark.parametrize("scale", [None, torch.tensor(2.0**14)])
 def test_per_loss_engine_call_equals_autograd_grad_bit_for_bit(monkeypatch, scale):
     # per_loss calls the engine as torch.autograd.grad does, without its argument handling; a torch without that
-    # private entry point gets torch.autograd.grad itself: both give the same bits
+    # private entry point, or one whose signature changed, gets torch.autograd.grad itself: all give the same bits
     from a2ls_lightning.callbacks import gradients
 
+    def changed_signature(*args, **kwargs):
+        raise TypeError("run_backward() got an unexpected keyword argument 'accumulate_grad'")
+
+    engine_calls, engine = [], gradients._engine_run_backward
+
+    def counted(*args, **kwargs):
+        engine_calls.append(1)
+        return engine(*args, **kwargs)
+
     results = []
-    for engine in (gradients._engine_run_backward, None):
-        monkeypatch.setattr(gradients, "_engine_run_backward", engine)
+    for engine_in_use in (counted, None, changed_signature):
+        monkeypatch.setattr(gradients, "_engine_run_backward", engine_in_use)
         net = Net()
         main, aux = net.losses()
         grads = LossGradients([main, *aux.values()], net.shared(), scale=scale, log_eps=[None, 0.02, 0.02, 0.02])
         grads.combine([1.0, 0.7, 2.5, 0.0]).backward()
         results.append([grads.shared, *(p.grad for p in net.parameters())])
-    assert gradients._engine_run_backward is None  # the second pass really took the public path
-    for direct, public in zip(*results):
-        assert torch.equal(direct, public)
+    assert len(engine_calls) == 4  # the first pass took the direct path, once per loss
+    for direct, public, fallback in zip(*results):
+        assert torch.equal(direct, public) and torch.equal(direct, fallback)
 
 
 def test_batched_and_per_loss_gradients_agree():

@@ -176,11 +176,15 @@ class LossGradients:
         if self._scale is not None:
             scale = torch.as_tensor(self._scale, dtype=loss.dtype, device=loss.device)
             cotangent = cotangent * scale
-        if _engine_run_backward is None:  # a torch without the private entry point: the public one
+        grads = None
+        if _engine_run_backward is not None:
+            try:  # outputs, grad_outputs, keep_graph, create_graph, inputs, allow_unreachable
+                grads = _engine_run_backward((loss,), (cotangent,), True, False, tuple(leaves), False,
+                                             accumulate_grad=False)
+            except TypeError:  # a torch whose private signature changed: the public entry point below
+                grads = None
+        if grads is None:
             grads = torch.autograd.grad(loss, leaves, cotangent, retain_graph=True)
-        else:
-            grads = _engine_run_backward((loss,), (cotangent,), True, False, tuple(leaves), False,
-                                         accumulate_grad=False)
         return grads if self._scale is None else tuple(g / scale for g in grads)
 
     def _flat_shared(self, rows: list[dict[int, Tensor]]) -> Tensor:
