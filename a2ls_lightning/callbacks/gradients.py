@@ -12,7 +12,7 @@ shared parameters (the encoder), each update. Two exact ways to get them:
     ``scripts/benchmark_olaux_cost.py --threads 1 --clock cpu --rounds 60`` (state encoder, twin-Q 2x256,
     five auxiliary heads, batch 256, idle machine; two runs each, 2026-12, AMD EPYC): 1.22-1.23x a fixed-weight
     critic update for OL-AUX; the whole ``SACModule.training_step`` in a Trainer (``--module``): 1.15-1.22x. The
-    ratio moves with the machine: before the direct engine call of ``_loss_grad``, another machine gave 1.30-1.31x
+    ratio moves with the machine: before the direct engine call of ``_grad``, another machine gave 1.30-1.31x
     (this one: 1.23-1.25x). What remains is the encoder's backward once more per auxiliary loss and per-node
     engine work. Tried without a measurable gain: splitting the graph
     at the encoder output and batching only the encoder, walking the shared encoder once for all losses,
@@ -48,7 +48,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-try:  # what torch.autograd.grad calls, without its argument handling (see LossGradients._loss_grad)
+try:  # what torch.autograd.grad calls, without its argument handling (see LossGradients._grad)
     from torch.autograd.graph import _engine_run_backward
 except ImportError:  # pragma: no cover - older or newer torch
     _engine_run_backward = None
@@ -157,35 +157,26 @@ class LossGradients:
     # --- gradients ------------------------------------------------------------------------------
     def _grad(self, outputs: Tensor, inputs: Sequence[Tensor], grad_outputs: Tensor | None = None,
               **kwargs) -> list[Tensor | None]:
-        """Unscaled ``d outputs / d inputs``; the outputs are scaled first so fp16 backward does not underflow."""
+        """Unscaled ``d outputs / d inputs``; the outputs are scaled first so fp16 backward does not underflow.
+
+        Without ``kwargs`` (the per-loss path: every input is reached) the engine is called as
+        ``torch.autograd.grad`` calls it: its argument handling (type checks, ``_make_grads``, overrides) cost
+        ~75 µs a call, 0.45 ms of a ~9.5 ms update with six losses (``scripts/benchmark_olaux_cost.py``).
+        """
         if self._scale is not None:
             scale = torch.as_tensor(self._scale, dtype=outputs.dtype, device=outputs.device)
             grad_outputs = (torch.ones_like(outputs) if grad_outputs is None else grad_outputs) * scale
-        grads = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, **kwargs)
-        return list(grads) if self._scale is None else [None if g is None else g / scale for g in grads]
-
-    def _loss_grad(self, loss: Tensor, leaves: list[Tensor], eps: float | None) -> tuple[Tensor, ...]:
-        """Unscaled ``d loss / d leaves`` (every leaf reached), or of ``log(loss + eps)`` with an ``eps``.
-
-        ``torch.autograd.grad``'s own argument handling (type checks, ``_make_grads``, overrides) cost ~75 µs a
-        call, 0.45 ms of a ~9.5 ms update with six losses (``scripts/benchmark_olaux_cost.py``, idle machine):
-        the cotangent is built here and the engine called as ``torch.autograd.grad`` calls it.
-        """
-        # ∇log(L + eps) = ∇L · 1/(L + eps): the incoming gradient a log node would pass on (the same division)
-        cotangent = torch.ones_like(loss) if eps is None else torch.ones_like(loss).div_(loss.detach() + eps)
-        if self._scale is not None:
-            scale = torch.as_tensor(self._scale, dtype=loss.dtype, device=loss.device)
-            cotangent = cotangent * scale
         grads = None
-        if _engine_run_backward is not None:
+        if not kwargs and _engine_run_backward is not None:
+            cotangent = torch.ones_like(outputs) if grad_outputs is None else grad_outputs
             try:  # outputs, grad_outputs, keep_graph, create_graph, inputs, allow_unreachable
-                grads = _engine_run_backward((loss,), (cotangent,), True, False, tuple(leaves), False,
+                grads = _engine_run_backward((outputs,), (cotangent,), True, False, tuple(inputs), False,
                                              accumulate_grad=False)
             except TypeError:  # a torch whose private signature changed: the public entry point below
                 grads = None
         if grads is None:
-            grads = torch.autograd.grad(loss, leaves, cotangent, retain_graph=True)
-        return grads if self._scale is None else tuple(g / scale for g in grads)
+            grads = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, **kwargs)
+        return list(grads) if self._scale is None else [None if g is None else g / scale for g in grads]
 
     def _flat_shared(self, rows: list[dict[int, Tensor]]) -> Tensor:
         """``[K+1, P]`` float32 from one ``{id(param): grad}`` per loss, zeros where a loss does not reach."""
@@ -200,7 +191,9 @@ class LossGradients:
         rows = []
         for loss, eps in zip(self.losses, self._log_eps):
             leaves = graph_leaves(loss)
-            grads = self._loss_grad(loss, leaves, eps) if leaves else ()
+            # ∇log(L + eps) = ∇L · 1/(L + eps): the incoming gradient a log node would pass on (the same division)
+            cotangent = None if eps is None else torch.ones_like(loss).div_(loss.detach() + eps)
+            grads = self._grad(loss, leaves, cotangent) if leaves else []
             row, other = {}, []
             for leaf, grad in zip(leaves, grads):
                 if id(leaf) in shared_ids:
