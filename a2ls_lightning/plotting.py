@@ -129,8 +129,38 @@ def summarize(curves: Sequence[Curve]) -> dict[str, float | int]:
             "aulc_mean": float(aulc.mean()), "aulc_std": float(aulc.std())}
 
 
-def mean_std(mean: float, std: float, digits: int = 1) -> str:
-    """``"mean ± std"`` with ``digits`` decimals."""
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) that ``a`` and ``b`` have the same mean.
+
+    Meant for per-seed figures (e.g. the AULC of each seed of two variants), where 3 seeds per side is common: the
+    test is weak there, so read a small p as evidence and a large one as "not shown", never as "no difference".
+
+    Args:
+        a: ``[n_a]`` values, ``n_a >= 2``.
+        b: ``[n_b]`` values, ``n_b >= 2``.
+
+    Returns:
+        The p-value; ``nan`` when a side has fewer than two values, ``0.0`` when both sides are constant and
+        differ, ``1.0`` when both are constant and equal (scipy returns ``nan`` for these).
+    """
+    import warnings
+
+    from scipy import stats  # imported here: only the tables need it, not every plot
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    if a.std() == 0 and b.std() == 0:
+        return 1.0 if a.mean() == b.mean() else 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # near-identical groups: scipy warns about precision, the value stands
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def mean_std(mean: float, std: float, digits: int = 1, n: int | None = None) -> str:
+    """``"mean ± std"`` with ``digits`` decimals; only ``"mean"`` when ``n == 1`` (one run has no spread)."""
+    if n == 1:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -142,8 +172,8 @@ def markdown_table(groups: Mapping[str, Sequence[Curve]], digits: int = 1) -> st
     rows = ["| group | runs | final (mean ± std) | AULC (mean ± std) |", "|---|---|---|---|"]
     for label, curves in groups.items():
         s = summarize(curves)
-        rows.append(f"| {label} | {s['n']} | {mean_std(s['final_mean'], s['final_std'], digits)} | "
-                    f"{mean_std(s['aulc_mean'], s['aulc_std'], digits)} |")
+        rows.append(f"| {label} | {s['n']} | {mean_std(s['final_mean'], s['final_std'], digits, s['n'])} | "
+                    f"{mean_std(s['aulc_mean'], s['aulc_std'], digits, s['n'])} |")
     return "\n".join(rows)
 
 

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from a2ls_lightning.plotting import (
     plot_groups,
     read_scalars,
     summarize,
+    welch_p_value,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,23 +174,29 @@ def _results(variant: str, tag: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in _seed_files(RUNS / tag / variant)]
 
 
-def _versus_sac(st: dict, sac: dict | None, variant: str) -> str:
-    """``+12.3`` (AULC minus SAC's), with "beyond spread" where the mean ± std ranges do not overlap."""
-    if variant == "sac" or sac is None:
-        return "–"
-    diff = st["aulc_mean"] - sac["aulc_mean"]
-    if min(st["n"], sac["n"]) < 2:
-        return f"{diff:+.1f} (1 seed)"
-    return f"{diff:+.1f}" + (" beyond spread" if abs(diff) > st["aulc_std"] + sac["aulc_std"] else "")
+def _versus_sac(aulc: Sequence[float], sac: Sequence[float] | None, variant: str) -> tuple[str, str]:
+    """A variant's per-seed AULCs against SAC's on one task: ``("+12.3", "0.04")``.
+
+    The first cell is the AULC's mean minus SAC's, marked "beyond spread" where it exceeds the sum of the two
+    standard deviations (population ones, as in :func:`summarize`: the mean ± std ranges do not overlap); the second
+    is Welch's two-sided p-value of the same difference. Both need 2 seeds of each side.
+    """
+    if variant == "sac" or not sac:
+        return "–", "–"
+    a, b = np.asarray(aulc, dtype=float), np.asarray(sac, dtype=float)
+    diff = a.mean() - b.mean()
+    if min(len(a), len(b)) < 2:
+        return f"{diff:+.1f} (1 seed)", "–"
+    beyond = " beyond spread" if abs(diff) > a.std() + b.std() else ""
+    return f"{diff:+.1f}{beyond}", f"{welch_p_value(a, b):.2f}"
 
 
 def planet_report(tag: str, expected_seeds: int = 3) -> str:
     """``docs/benchmark_planet.md`` and ``.png`` from the stored runs of the six PlaNet tasks (partial or whole).
 
     Per task and variant: final ``eval/return`` and AULC (mean ± std over seeds), the variants' rank by AULC, and
-    the AULC's difference to SAC's, marked "beyond spread" where it exceeds the sum of the two standard deviations
-    (the mean ± std ranges do not overlap; needs 2 seeds of each); the summary row is the mean over tasks of each
-    variant's final return divided by SAC's on that task.
+    the AULC's difference to SAC's with its Welch p-value (see :func:`_versus_sac`); the summary rows are the mean
+    over tasks of each variant's final return, and of its AULC, divided by SAC's on that task.
     """
     import matplotlib.pyplot as plt
 
@@ -196,28 +204,33 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
                          _seed_files(record_path(v, 0, tag, task).parent)]
                      for v in PLANET_VARIANTS} for task in PLANET_TASKS}
     header = ("| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | rank by AULC "
-              "| AULC − SAC's |")
-    lines = [header, "|---|---|---|---|---|---|---|"]
-    ratios: dict[str, list[float]] = {v: [] for v in PLANET_VARIANTS}
+              "| AULC − SAC's | p (Welch) |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    ratios: dict[str, dict[str, list[float]]] = {v: {"final": [], "aulc": []} for v in PLANET_VARIANTS}
     complete = 0
     for task, by_variant in curves.items():
         stats = {v: summarize(c) for v, c in by_variant.items() if c}
+        aulcs = {v: [float(np.mean(y)) for _, y in c] for v, c in by_variant.items()}  # [seeds] each
         order = sorted(stats, key=lambda v: -stats[v]["aulc_mean"])
         for v in PLANET_VARIANTS:
             if v not in stats:
-                lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | 0 | – | – | – | – |")
+                lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | 0 | – | – | – | – | – |")
                 continue
             st = stats[v]
+            diff, p_value = _versus_sac(aulcs[v], aulcs["sac"], v)
             lines.append(f"| {task} ({PLANET_TASKS[task]}) | {v} | {st['n']} | "
-                         f"{mean_std(st['final_mean'], st['final_std'])} | {mean_std(st['aulc_mean'], st['aulc_std'])}"
-                         f" | {order.index(v) + 1} of {len(order)} | {_versus_sac(st, stats.get('sac'), v)} |")
-            if "sac" in stats and stats["sac"]["final_mean"] > 0:
-                ratios[v].append(st["final_mean"] / stats["sac"]["final_mean"])
+                         f"{mean_std(st['final_mean'], st['final_std'], n=st['n'])} | "
+                         f"{mean_std(st['aulc_mean'], st['aulc_std'], n=st['n'])} | "
+                         f"{order.index(v) + 1} of {len(order)} | {diff} | {p_value} |")
+            if "sac" in stats and stats["sac"]["final_mean"] > 0 and stats["sac"]["aulc_mean"] > 0:
+                ratios[v]["final"].append(st["final_mean"] / stats["sac"]["final_mean"])
+                ratios[v]["aulc"].append(st["aulc_mean"] / stats["sac"]["aulc_mean"])
         complete += all(len(c) >= expected_seeds for c in by_variant.values())
-    lines.append("| **mean over tasks, final return / SAC's** | | | | | | |")
+    lines.append("| **mean over tasks of the variant's / SAC's** | | | final return | AULC | | | |")
     for v in PLANET_VARIANTS:
-        if ratios[v]:
-            lines.append(f"| | {v} | | {np.mean(ratios[v]):.2f} (over {len(ratios[v])} tasks) | | | |")
+        if ratios[v]["final"]:
+            lines.append(f"| | {v} | | {np.mean(ratios[v]['final']):.2f} | {np.mean(ratios[v]['aulc']):.2f} "
+                         f"| | | ({len(ratios[v]['final'])} tasks) |")
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (task, by_variant) in zip(axes.flat, curves.items()):
         plot_groups({v: c for v, c in by_variant.items() if c}, ax=ax, title=f"{task} (repeat {PLANET_TASKS[task]})")
@@ -234,6 +247,11 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
         "CPU machine "
         f"(one thread per run); config `configs/{CONFIG.name}` with each task's action repeat, 100k env steps "
         f"(1000 warm-up agent steps), evaluation every 10k env steps over 10 episodes. Status: {status}.\n\n"
+        "Final: the last evaluation's mean return over 10 episodes; AULC: the mean of the evaluation curve (its area "
+        "normalised by length). Mean ± std over seeds (population std). \"Beyond spread\": the AULC differs from "
+        "SAC's by more than the sum of the two stds. p (Welch): Welch's two-sided t-test of the per-seed AULCs "
+        "against SAC's; with 3 seeds a side it is weak, so a large p means \"not shown\", not \"no difference\". "
+        "No correction for the 18 comparisons.\n\n"
         f"{table}\n\n![curves]({png.name})\n")
     return table
 
@@ -280,8 +298,8 @@ def report(suite: str, tag: str) -> str:
         groups[variant] = [_curve(r) for r in results]
         s = summarize(groups[variant])
         minutes = np.mean([r["seconds"] for r in results]) / 60
-        rows.append(f"| {variant} | {s['n']} | {mean_std(s['final_mean'], s['final_std'])} | "
-                    f"{mean_std(s['aulc_mean'], s['aulc_std'])} | {minutes:.1f} |")
+        rows.append(f"| {variant} | {s['n']} | {mean_std(s['final_mean'], s['final_std'], n=s['n'])} | "
+                    f"{mean_std(s['aulc_mean'], s['aulc_std'], n=s['n'])} | {minutes:.1f} |")
     png = ROOT / "docs" / f"benchmark_{suite}{_suffix(tag)}.png"
     plot_groups(groups, png, title=f"state cheetah-run, CPU-sized SAC ({suite})", ylabel=EVAL_LABEL, xlabel=X_LABEL)
     weights_png = plot_weights(suite, tag)

@@ -38,9 +38,10 @@ def _benchmark_script():
 
 def test_planet_report_marks_a_difference_to_sac_beyond_the_spread_only_where_the_ranges_do_not_overlap():
     versus = _benchmark_script()._versus_sac
-    sac = {"aulc_mean": 100.0, "aulc_std": 5.0, "n": 3}
-    assert versus({"aulc_mean": 120.0, "aulc_std": 10.0, "n": 3}, sac, "fwd") == "+20.0 beyond spread"
-    assert versus({"aulc_mean": 114.0, "aulc_std": 10.0, "n": 3}, sac, "fwd") == "+14.0"  # 100+5 overlaps 114-10
-    assert versus({"aulc_mean": 80.0, "aulc_std": 1.0, "n": 2}, sac, "fwd") == "-20.0 beyond spread"
-    assert versus({"aulc_mean": 150.0, "aulc_std": 0.0, "n": 1}, sac, "fwd") == "+50.0 (1 seed)"
-    assert versus(sac, sac, "sac") == "–" and versus(sac, None, "fwd") == "–"
+    sac = [95.0, 100.0, 105.0]  # mean 100, population std 4.08
+    diff, p = versus([110.0, 120.0, 130.0], sac, "fwd")  # std 8.16: 100 + 4.08 < 120 - 8.16
+    assert diff == "+20.0 beyond spread" and 0 < float(p) < 0.1
+    assert versus([100.0, 114.0, 128.0], sac, "fwd")[0] == "+14.0"  # 100 + 4.08 overlaps 114 - 11.43
+    assert versus([79.0, 81.0], sac, "fwd")[0] == "-20.0 beyond spread"
+    assert versus([150.0], sac, "fwd") == ("+50.0 (1 seed)", "–")
+    assert versus(sac, sac, "sac") == ("–", "–") and versus(sac, [], "fwd") == ("–", "–")

@@ -18,9 +18,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from a2ls_lightning.plotting import (
     eval_curve,
     markdown_table,
+    mean_std,
     plot_groups,
     read_scalars,
     summarize,
+    welch_p_value,
 )
 
 WARMUP, UPDATES, EVAL_INTERVAL, REPEAT = 40, 120, 200, 4  # cheetah-run: action repeat 4
@@ -141,6 +143,22 @@ def test_summarize_on_hand_made_curves():
     assert markdown_table({"a": curves}).splitlines()[2] == "| a | 2 | 4.5 ± 1.5 | 3.3 ± 1.3 |"
     with pytest.raises(ValueError):
         summarize([])
+    assert markdown_table({"one": curves[:1]}).splitlines()[2] == "| one | 1 | 3.0 | 2.0 |"  # one run: no "± 0.0"
+    assert mean_std(1.25, 0.0, 2, n=1) == "1.25" and mean_std(1.25, 0.0, 2, n=2) == "1.25 ± 0.00"
+
+
+def test_welch_p_value_is_the_unequal_variance_test_from_its_formula():
+    from scipy import stats
+
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([0.0, 10.0, 20.0, 30.0])
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (a.mean() - b.mean()) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    expected = 2 * stats.t.sf(abs(t), df)
+    assert welch_p_value(a, b) == pytest.approx(expected, rel=1e-9)
+    assert abs(welch_p_value(a, b) - stats.ttest_ind(a, b).pvalue) > 1e-3  # not the pooled-variance test
+    assert math.isnan(welch_p_value([1.0], [1.0, 2.0]))
+    assert welch_p_value([2.0, 2.0], [2.0, 2.0]) == 1.0 and welch_p_value([2.0, 2.0], [3.0, 3.0]) == 0.0
 
 
 def test_eval_curve_pairs_by_step_and_drops_repeated_evaluations():
