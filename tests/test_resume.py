@@ -10,6 +10,8 @@ from conftest import tiny_data, tiny_module, tiny_trainer
 def _run(tmp_path, steps: int, ckpt_in=None, ckpt_out=None):
     pl.seed_everything(7)
     module, data = tiny_module(aux_losses=None), tiny_data(seed=7, eval_interval=300)
+    data.evaluations = {}
+    data.add_eval_listener(lambda env_steps, value: data.evaluations.__setitem__(env_steps, value))
     trainer = tiny_trainer(tmp_path, steps)
     trainer.fit(module, data, ckpt_path=ckpt_in)
     if ckpt_out is not None:
@@ -42,5 +44,11 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     resumed, d_resumed, trainer = _run(tmp_path / "b", 300, ckpt_in=str(ckpt))
     assert trainer.global_step == 300
     _assert_same_state(straight, resumed, d_straight, d_resumed)
+    # History-free evaluation: the cut run evaluated at its end (760 env steps, a final evaluation the straight run
+    # did not make);
+    # every evaluation after the resume still plays the straight run's episodes.
+    assert 760 not in d_straight.evaluations
+    after = sorted(d_resumed.evaluations)
+    assert after == [900, 1200, 1360] and all(d_resumed.evaluations[e] == d_straight.evaluations[e] for e in after)
     # the side file of every rank sits next to the checkpoint folder
     assert list((tmp_path / "b" / "replay").glob("step*-rank0.pt"))

@@ -103,6 +103,13 @@ class EpisodeCollector:
         if self.replay is not None:
             self.replay.add(obs, action, reward, terminated, self.episode_id, self._step, has_action)
 
+    def restart(self, seed: int) -> None:
+        """Drop the episode in flight and begin a new one from ``seed`` (the task's initial-state RNG and the
+        exploration RNG): what follows depends on ``seed`` alone, not on what this collector did before."""
+        self.env.adapter.reseed(seed)
+        self.generator.manual_seed(seed)
+        self._begin_episode()
+
     def run_episode(self, policy: Policy) -> float:
         """Play the episode in flight to its end (the collector always has one begun); returns its return."""
         start = self.episodes

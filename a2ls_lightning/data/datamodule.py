@@ -184,8 +184,10 @@ class ReplayDataModule(pl.LightningDataModule):
         seed = hp.seed + self.rank
         self.replay = SequenceReplay(hp.capacity, hp.batch_size, length, self.frame_stack, device, seed=seed)
         self.collector = EpisodeCollector(self._make_env(seed), self.replay, self.frame_stack, seed=seed)
-        eval_collector = EpisodeCollector(self._make_env(seed + EVAL_SEED_OFFSET), None, self.frame_stack)
-        self.evaluator = Evaluator(eval_collector, hp.eval_interval, hp.eval_episodes, self._eval_listeners)
+        eval_seed = seed + EVAL_SEED_OFFSET
+        eval_collector = EpisodeCollector(self._make_env(eval_seed), None, self.frame_stack)
+        self.evaluator = Evaluator(eval_collector, hp.eval_interval, hp.eval_episodes, self._eval_listeners,
+                                   seed=eval_seed)
         if policy is not None:
             self.policy = policy
         elif module is not None:

@@ -170,6 +170,11 @@ class DMCAdapter(dm_env.Environment):
     def close(self) -> None:
         self._env.close()
 
+    def reseed(self, seed: int) -> None:
+        """Reseed the task's random state (what the next ``reset`` draws its initial state from)."""
+        self._env.task.random.seed(seed)
+        self._env._reset_next_step = True
+
     # --- exact snapshots -------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """Everything that decides the rest of the episode (physics, warm start, task RNG, time limit)."""

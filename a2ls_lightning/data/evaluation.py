@@ -2,7 +2,13 @@
 
 Every ``interval`` env steps of training (and once at the end) the deterministic policy plays ``episodes``
 episodes on an environment instance of its own (its own seed, so evaluation never disturbs the training
-episode or its RNG). The mean return is averaged over DDP ranks, written straight to the loggers as
+episode or its RNG).
+
+Evaluation is *history-free*: the evaluation at env step ``E`` reseeds its environment from ``(seed, E)``
+(:func:`evaluation_seed`) before its first episode, so it plays the same episodes (same initial states, same task
+RNG) whether or not the run was cut and resumed before ``E``, and whether or not another evaluation (the end of a
+cut run) happened in between. (Version 0.1 kept one running evaluation environment, whose RNG every extra
+evaluation advanced.) The mean return is averaged over DDP ranks, written straight to the loggers as
 ``eval/return`` and ``eval/env_steps`` at the current update, shown in the progress bar, and handed to every
 listener (``ReplayDataModule.add_eval_listener``): that is how a loss search records its learning curve.
 """
@@ -29,13 +35,15 @@ class Evaluator:
         interval: env steps (action repeats included) between evaluations.
         episodes: episodes per evaluation; 0 switches evaluation off.
         listeners: told ``(env_steps, value)`` after every evaluation (the list is shared, not copied).
+        seed: base seed of the evaluations (each one reseeds from ``(seed, env_steps)``).
     """
 
     def __init__(self, collector: EpisodeCollector, interval: int, episodes: int,
-                 listeners: list[EvalListener] | None = None) -> None:
+                 listeners: list[EvalListener] | None = None, seed: int = 0) -> None:
         self.collector = collector
         self.interval = interval
         self.episodes = episodes
+        self.seed = int(seed)
         self.next_at = interval
         self._listeners: list[EvalListener] = listeners if listeners is not None else []
 
@@ -43,9 +51,15 @@ class Evaluator:
         """True when training crossed the next ``interval`` mark (or at the end, ``final``)."""
         return self.episodes > 0 and (final or env_steps >= self.next_at)
 
+    def episode_returns(self, policy: Policy, env_steps: int, episodes: int | None = None) -> list[float]:
+        """Returns of ``episodes`` (default: the setting) episodes of ``policy``, reseeded from
+        ``(seed, env_steps)`` first: the same call gives the same episodes whatever happened before it."""
+        self.collector.restart(evaluation_seed(self.seed, env_steps))
+        return [self.collector.run_episode(policy) for _ in range(self.episodes if episodes is None else episodes)]
+
     def run(self, policy: Policy, env_steps: int) -> float:
         """Mean return of ``episodes`` episodes of ``policy``; schedules the next evaluation after ``env_steps``."""
-        returns = [self.collector.run_episode(policy) for _ in range(self.episodes)]
+        returns = self.episode_returns(policy, env_steps)
         self.next_at = (env_steps // self.interval + 1) * self.interval
         return float(np.mean(returns))
 
@@ -72,10 +86,16 @@ class Evaluator:
             listener(int(env_steps), float(value))
         return float(value)
 
-    # Key names kept from the side files of version 0.1, so older checkpoints still resume.
+    # The key name is kept from the side files of version 0.1, so older checkpoints still resume. Their
+    # ``eval_collector`` entry (the running evaluation episode) is not needed any more: every evaluation reseeds.
     def state_dict(self) -> dict[str, Any]:
-        return {"eval_collector": self.collector.state_dict(), "next_eval": self.next_at}
+        return {"next_eval": self.next_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.collector.load_state_dict(state["eval_collector"])
         self.next_at = state["next_eval"]
+
+
+def evaluation_seed(seed: int, env_steps: int) -> int:
+    """The seed of the evaluation at ``env_steps`` of a run whose evaluation seed is ``seed`` (a 32-bit value mixed
+    from both by numpy's ``SeedSequence``: nearby steps or seeds give unrelated streams)."""
+    return int(np.random.SeedSequence([int(seed), int(env_steps)]).generate_state(1)[0])
