@@ -30,6 +30,9 @@ __all__ = ["A2LSCLI", "QUICKSTART", "default_threads", "instantiate", "read_chec
 #: The defaults under every run: state cheetah-run with CPU-sized networks (``a2ls fit`` with no ``--config``).
 QUICKSTART = Path(__file__).parent / "configs" / "quickstart.yaml"
 
+#: The largest seed numpy (and so ``seed_everything``) accepts.
+_MAX_SEED = 2**32 - 1
+
 #: Lightning's symbolic ``--ckpt_path`` values (resolved by the Trainer itself).
 _SYMBOLIC_CKPT = ("last", "best", "hpc", "registry")
 
@@ -97,6 +100,14 @@ class A2LSCLI(LightningCLI):
         compare_with_checkpoint(
             checkpoint, _as_dict(model), _as_dict(data),
             {"model": init_defaults(SACModule), "data": init_defaults(ReplayDataModule)})
+
+    def _set_seed(self) -> None:
+        # Lightning's own message for an out-of-range seed does not name the setting.
+        seed = self._get(self.config, "seed_everything")
+        if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed <= _MAX_SEED:
+            raise ValueError(f"seed_everything={seed} is out of range; allowed: an integer from 0 to {_MAX_SEED} "
+                             "(numpy's seed range), true (a random seed) or false")
+        super()._set_seed()
 
     def before_instantiate_classes(self) -> None:
         config = self._config_section()

@@ -57,6 +57,8 @@ CASES = [
     (["--model.aux_losses={fwd: h=0 s0 -> s1 mse}"], "aux_losses.fwd"),
     (["--model.aux_losses={x: not_a_preset}"], "aux_losses.x: unknown preset 'not_a_preset'; presets: a2_winner,"),
     # trainer
+    (["--seed_everything=-1"], "seed_everything=-1 is out of range; allowed: an integer from 0 to 4294967295"),
+    (["--seed_everything=4294967296"], "seed_everything=4294967296 is out of range"),
     (["--trainer.log_every_n_steps=0"], "log_every_n_steps=0"),
     (["--trainer.max_steps=-5"], "max_steps"),
     (["--trainer.max_steps=0"], "max_steps=0"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import a2ls_lightning
 
 PACKAGE = Path(a2ls_lightning.__file__).parent
@@ -35,12 +37,14 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Package modules that ``path`` imports (absolute and relative imports, at any depth of the file)."""
+def _imports(path: Path, type_only: bool = False) -> set[str]:
+    """Package modules that ``path`` imports (absolute and relative imports, at any depth of the file); with
+    ``type_only``, those under ``if TYPE_CHECKING:`` too."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in (ast.walk(tree) if type_only else _runtime_nodes(tree)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -65,8 +69,8 @@ def _runtime_nodes(tree: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
-def _graph() -> dict[str, set[str]]:
-    return {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+def _graph(type_only: bool = False) -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p, type_only) for p in PACKAGE.rglob("*.py")}
 
 
 def _part(module: str) -> str:
@@ -92,8 +96,10 @@ def test_imports_only_point_down_the_layers():
     assert not wrong, "imports against the layers:\n" + "\n".join(sorted(wrong))
 
 
-def test_no_import_cycles():
-    graph = _graph()
+@pytest.mark.parametrize("type_only", [False, True], ids=["runtime", "with-type-only-imports"])
+def test_no_import_cycles(type_only):
+    # Type-only imports count too: a circle of annotations is still a circle to every reader and tool.
+    graph = _graph(type_only)
     # Depth-first search for a back edge; report the first cycle found.
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -121,8 +127,9 @@ def test_the_scan_sees_imports_in_functions_and_relative_ones(tmp_path):
     bad.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from a2ls_lightning.modules import agent\n"
                    "def f():\n    from a2ls_lightning.callbacks import OLAux\n    from ..cli import main\n")
     try:
-        imported = _imports(bad)
+        imported, with_types = _imports(bad), _imports(bad, type_only=True)
     finally:
         bad.unlink()
     assert "a2ls_lightning.callbacks" in imported and "a2ls_lightning.cli" in imported
     assert "a2ls_lightning.modules" not in imported  # annotations only
+    assert "a2ls_lightning.modules" in with_types  # ... which the cycle check with type-only imports sees

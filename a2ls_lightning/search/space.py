@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from a2ls_lightning.modules.aux_operators import OPERATORS
 from a2ls_lightning.modules.aux_spec import AuxLossSpec, Element
 from a2ls_lightning.validation import check, check_integer
-
-if TYPE_CHECKING:
-    from a2ls_lightning.search.settings import SearchSettings
 
 __all__ = ["Candidate", "Genome", "RejectHook", "SearchSpace", "crossover", "mutate", "stage_population",
            "universe"]
@@ -255,7 +252,24 @@ class _Stage:
         return True
 
 
-def stage_population(stage: int, settings: SearchSettings, survivors: Sequence[AuxLossSpec],
+class PopulationSettings(Protocol):
+    """What :func:`stage_population` reads of the search's settings (``SearchSettings`` has all of it); declared
+    here so that the space does not depend on the settings module, which builds on the space."""
+
+    @property
+    def space(self) -> SearchSpace: ...
+
+    population: int
+    sampler_seed: int
+    max_rejections: int
+    seed_presets: Sequence[str]
+    init_density: float
+    crossover_probability: float
+    mutation_weights: Any
+    mutation_flips: int
+
+
+def stage_population(stage: int, settings: PopulationSettings, survivors: Sequence[AuxLossSpec],
                      history: Iterable[AuxLossSpec], on_reject: RejectHook | None = None) -> list[Candidate]:
     """The ``settings.population`` candidates of ``stage``, the same in every worker.
 
