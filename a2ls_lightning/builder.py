@@ -18,8 +18,10 @@ import torch
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from a2ls_lightning.callbacks.preemption import GracefulPreemption
 from a2ls_lightning.callbacks.progress import UpdateProgressBar
 from a2ls_lightning.data.datamodule import ReplayDataModule
+from a2ls_lightning.data.snapshots import verify_checkpoint_files
 from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.modules.agent import SACModule, init_defaults
 from a2ls_lightning.modules.run_checks import check_strategy, compare_with_checkpoint
@@ -96,6 +98,8 @@ class A2LSCLI(LightningCLI):
         if not path or str(path) in _SYMBOLIC_CKPT:
             return
         checkpoint = read_checkpoint(path)
+        # Before anything is built: every rank's side file exists and is the file the checkpoint recorded.
+        verify_checkpoint_files(checkpoint, path)
         model, data = config.get("model"), config.get("data")
         compare_with_checkpoint(
             checkpoint, _as_dict(model), _as_dict(data),
@@ -134,6 +138,9 @@ class A2LSCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
                 isinstance(c, ProgressBar) for c in configured):
             callbacks = [*callbacks, UpdateProgressBar()]
+        if not any(isinstance(c, GracefulPreemption) for c in configured):
+            # Last: a signal's save then sees the update after every other callback (weighting rules) handled it.
+            callbacks = [*callbacks, GracefulPreemption()]
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:

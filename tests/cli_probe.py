@@ -67,12 +67,14 @@ class PoisonAt(pl.Callback):
 
 
 class Progress(pl.Callback):
-    """Writes the number of finished updates to ``path`` after each update (for the kill test)."""
+    """Writes the number of finished updates to ``path`` after each update (rank 0; for the kill tests)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank != 0:  # one writer
+            return
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(str(trainer.global_step))
         tmp.replace(self.path)
@@ -87,3 +89,32 @@ class RaiseAt(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step and trainer.global_rank == self.rank:
             raise FloatingPointError(f"injected failure on rank {self.rank} at update {self.step}")
+
+
+class EvalLog(pl.Callback):
+    """Appends ``<env steps> <eval return>`` to ``path`` after every evaluation (through the datamodule's listener)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        def write(env_steps: int, value: float) -> None:
+            with open(self.path, "a") as handle:
+                handle.write(f"{env_steps} {value!r}\n")
+
+        trainer.datamodule.add_eval_listener(write)
+
+
+class SignalDuringSave(pl.Callback):
+    """Sends this process ``signum`` while the checkpoint that a signal requested is being written."""
+
+    def __init__(self, signum: int = 2) -> None:
+        self.signum = signum
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        import os
+
+        from a2ls_lightning.callbacks import GracefulPreemption
+
+        if any(isinstance(c, GracefulPreemption) and c.saving for c in trainer.callbacks):
+            os.kill(os.getpid(), self.signum)

@@ -1,7 +1,8 @@
-"""Pluggable behaviour as Lightning callbacks: auxiliary-loss weighting (the weighting contract, OL-AUX) and a
-progress bar in updates and env steps."""
+"""Pluggable behaviour as Lightning callbacks: auxiliary-loss weighting (the weighting contract, OL-AUX), a
+progress bar in updates and env steps, and graceful preemption (save and stop on a signal)."""
 
 from a2ls_lightning.callbacks.olaux import OLAux
+from a2ls_lightning.callbacks.preemption import GracefulPreemption, Preempted
 from a2ls_lightning.callbacks.progress import UpdateProgressBar
 from a2ls_lightning.callbacks.weighting import (
     AuxWeighting,
@@ -11,5 +12,5 @@ from a2ls_lightning.callbacks.weighting import (
     default_weighting,
 )
 
-__all__ = ["AuxWeighting", "CosineGating", "FixedWeights", "GradientBalancing", "OLAux", "UpdateProgressBar",
-           "default_weighting"]
+__all__ = ["AuxWeighting", "CosineGating", "FixedWeights", "GracefulPreemption", "GradientBalancing", "OLAux",
+           "Preempted", "UpdateProgressBar", "default_weighting"]

@@ -28,6 +28,7 @@ from a2ls_lightning.data.replay import SequenceReplay
 from a2ls_lightning.data.snapshots import (
     SNAPSHOT_FOLDER,
     find_snapshot,
+    load_snapshot,
     prune_snapshots,
     rng_state,
     set_rng_state,
@@ -261,9 +262,12 @@ class ReplayDataModule(pl.LightningDataModule):
             **self.evaluator.state_dict(),
             "rng": rng_state(),
         }
-        recorded = write_snapshot(folder, self.trainer.global_step, self.rank, payload)
+        recorded, digest = write_snapshot(folder, self.trainer.global_step, self.rank, payload)
         prune_snapshots(folder, self.rank, self.hparams.keep_replay_snapshots)
-        return {"snapshot": recorded, "world_size": self.trainer.world_size}
+        # Every rank's size and digest go into the checkpoint (written by rank 0), verified before a resume.
+        digests = _gather_objects(self.trainer, digest)
+        return {"snapshot": recorded, "world_size": self.trainer.world_size,
+                "files": {str(rank): d for rank, d in enumerate(digests)}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
@@ -276,8 +280,20 @@ class ReplayDataModule(pl.LightningDataModule):
                 f"{self.trainer.world_size}: replay buffers are per rank"
             )
         path = find_snapshot(state_dict["snapshot"], self.rank, self.trainer.ckpt_path)
-        payload = torch.load(path, weights_only=False)
+        expected = (state_dict.get("files") or {}).get(str(self.rank))
+        payload = load_snapshot(path, expected, self.trainer.ckpt_path)
         self.replay.load_state_dict(payload["replay"])
         self.collector.load_state_dict(payload["collector"])
         self.evaluator.load_state_dict(payload)
         set_rng_state(payload["rng"])
+
+
+def _gather_objects(trainer: Any, value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (just ``[value]`` without a process group)."""
+    import torch.distributed as dist
+
+    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        out: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(out, value)
+        return out
+    return [value]

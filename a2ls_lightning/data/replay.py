@@ -103,21 +103,37 @@ class EpisodeSliceSampler(Sampler):
     def _empty(self) -> None:
         self.__init__(self.capacity, self.slice_length, self.history)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, filled: int | None = None) -> dict[str, Any]:
+        """The bookkeeping of the first ``filled`` entries (default: all) and the valid starts, as tensors.
+
+        Entries past ``filled`` have never been written (the storage fills from index 0 until it wraps), so they
+        hold the defaults and are not stored; ``position`` is rebuilt from ``members`` on load.
+        """
+        n = self.capacity if filled is None else int(filled)
         return {
-            "episode": self.episode.copy(),
-            "step": self.step.copy(),
-            "has_action": self.has_action.copy(),
-            "members": self.members.copy(),
-            "position": self.position.copy(),
+            "filled": n,
+            "episode": torch.from_numpy(self.episode[:n].copy()),
+            "step": torch.from_numpy(self.step[:n].copy()),
+            "has_action": torch.from_numpy(self.has_action[:n].copy()),
+            "members": torch.from_numpy(self.members[: self.n_valid].copy()),
             "n_valid": self.n_valid,
             "rng": self.rng.bit_generator.state,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for key in ("episode", "step", "has_action", "members", "position"):
-            getattr(self, key)[:] = state_dict[key]
+        # Side files of version 0.1 hold whole-capacity numpy arrays and `position`; newer ones the filled part.
+        self.episode[:] = -1
+        self.step[:] = 0
+        self.has_action[:] = False
+        self.position[:] = -1
+        for key in ("episode", "step", "has_action"):
+            values = np.asarray(state_dict[key])
+            getattr(self, key)[: len(values)] = values
         self.n_valid = int(state_dict["n_valid"])
+        members = np.asarray(state_dict["members"])[: self.n_valid]
+        self.members[:] = 0
+        self.members[: self.n_valid] = members
+        self.position[members] = np.arange(self.n_valid)
         self.rng.bit_generator.state = state_dict["rng"]
 
     def dumps(self, path: Any) -> None:  # whole-buffer dumps go through state_dict (see SequenceReplay)
@@ -264,7 +280,46 @@ class SequenceReplay:
         return sum(t.numel() * t.element_size() for t in self.buffer.storage._storage.values(True, True))
 
     def state_dict(self) -> dict[str, Any]:
-        return self.buffer.state_dict()
+        """TorchRL's buffer state (storage, writer cursor, sampler) with only the *filled* entries of the storage
+        and of the sampler's bookkeeping: a side file grows with the data collected, not with the capacity.
+
+        Until the ring wraps, entries ``[0, len)`` are the written ones (TorchRL's round-robin writer fills from 0);
+        after it, all are; the writer's cursor says where the next write goes.
+        """
+        filled = len(self.buffer.storage)
+        state = self.buffer.state_dict()
+        storage = state["_storage"]
+        if isinstance(storage.get("_storage"), dict):
+            storage["_storage"] = _take(storage["_storage"], filled)
+        storage["_filled"] = filled
+        state["_sampler"] = self.sampler.state_dict(filled)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        storage = state["_storage"]
+        filled = storage.pop("_filled", None)
+        if filled is not None and isinstance(storage.get("_storage"), dict):
+            capacity = self.sampler.capacity
+            # Back to TorchRL's layout (capacity rows); rows past `filled` were never written and are never sampled.
+            storage["_storage"] = _pad(storage["_storage"], capacity)
         self.buffer.load_state_dict(state)
+
+
+def _take(fields: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` rows of every tensor of a (nested) storage state."""
+    return {k: _take(v, n) if isinstance(v, dict) else v[:n].clone() for k, v in fields.items()}
+
+
+def _pad(fields: dict[str, Any], capacity: int) -> dict[str, Any]:
+    """Every tensor of a (nested) storage state grown to ``capacity`` rows (zeros after the stored ones)."""
+    out = {}
+    for k, v in fields.items():
+        if isinstance(v, dict):
+            out[k] = _pad(v, capacity)
+        elif v.shape[0] < capacity:
+            full = torch.zeros((capacity, *v.shape[1:]), dtype=v.dtype, device=v.device)
+            full[: v.shape[0]] = v
+            out[k] = full
+        else:
+            out[k] = v
+    return out

@@ -269,6 +269,17 @@ class SACModule(pl.LightningModule):
 
     # --- training ----------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._update(batch)
+        # The guard's flag is read here, where the next collection step would wait for the device anyway; a
+        # diverged policy is never evaluated (it would report a return of 0: one-step PhysicsError episodes).
+        self.guard.check()
+        # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners). It runs here,
+        # inside the update, so that every callback's `on_train_batch_end` (a scheduled save, a save on a signal)
+        # sees the update *with* its evaluation: a resumed run then evaluates at the same env steps.
+        self.trainer.datamodule.evaluate_if_due(self.act_deterministic)
+
+    def _update(self, batch: Mapping[str, torch.Tensor]) -> None:
+        """One gradient update (losses, weighting, backward, guard, optimizer step, targets, logging)."""
         hp = self.hparams
         update = self.trainer.global_step  # updates done so far (one optimizer step each)
         update_actor = update % hp.actor_update_freq == 0
@@ -351,12 +362,6 @@ class SACModule(pl.LightningModule):
             self._params = [p for p in self.parameters() if p.requires_grad]
         return [p.grad for p in self._params if p.grad is not None]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # The guard's flag is read here, where the next collection step would wait for the device anyway; a
-        # diverged policy is never evaluated (it would report a return of 0: one-step PhysicsError episodes).
-        self.guard.check()
-        # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners).
-        self.trainer.datamodule.evaluate_if_due(self.act_deterministic)
 
 
 def _named_losses(main: dict, aux: dict) -> dict:
