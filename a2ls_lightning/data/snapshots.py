@@ -30,7 +30,8 @@ from a2ls_lightning.files import atomic_torch_save, remove_stale_temps
 SNAPSHOT_FOLDER = "replay"
 
 
-#: Digest of side files (hashlib's BLAKE2b, streamed: about 1 GB/s on one core, see the README).
+#: Digest of side files: BLAKE2b (cryptographic: a planted file cannot be made to match; the fastest hash of
+#: hashlib here, about 0.4-0.6 GiB/s on one core, `python scripts/benchmark_memory.py --side-files`).
 DIGEST = "blake2b"
 _CHUNK = 1 << 20
 
