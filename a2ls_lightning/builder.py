@@ -9,6 +9,9 @@ imports the command line.
 from __future__ import annotations
 
 import os
+import re
+import sys
+import time
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
@@ -25,7 +28,7 @@ from a2ls_lightning.data.snapshots import verify_checkpoint_files
 from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.modules.agent import SACModule, init_defaults
 from a2ls_lightning.modules.run_checks import check_strategy, compare_with_checkpoint
-from a2ls_lightning.validation import one_line
+from a2ls_lightning.validation import RunComplete, one_line
 
 __all__ = ["A2LSCLI", "QUICKSTART", "default_threads", "instantiate", "read_checkpoint"]
 
@@ -103,7 +106,15 @@ class A2LSCLI(LightningCLI):
         model, data = config.get("model"), config.get("data")
         compare_with_checkpoint(
             checkpoint, _as_dict(model), _as_dict(data),
-            {"model": init_defaults(SACModule), "data": init_defaults(ReplayDataModule)})
+            {"model": init_defaults(SACModule), "data": init_defaults(ReplayDataModule)},
+            resolve_data=ReplayDataModule.resolve_settings)
+        trainer = config.get("trainer") or {}
+        max_steps, done = trainer.get("max_steps") or -1, int(checkpoint.get("global_step", 0))
+        if 0 < max_steps <= done:
+            raise RunComplete(f"{path} is already at update {done} >= trainer.max_steps={max_steps}; nothing to do "
+                              "(raise --trainer.max_steps to continue)")
+        self._resume_logger_version = _version_folder(Path(path), _recorded_dirpath(checkpoint))
+        self._resumed_step = done
 
     def _set_seed(self) -> None:
         # Lightning's own message for an out-of-range seed does not name the setting.
@@ -121,6 +132,15 @@ class A2LSCLI(LightningCLI):
         if self.config.get("subcommand") or threads is not None:  # a search worker sets its own count
             torch.set_num_threads(threads or default_threads())
         trainer = config.get("trainer")
+        version = getattr(self, "_resume_logger_version", None)
+        if trainer is not None and version is not None and trainer.get("logger") in (None, True):
+            # One folder per run: a resume keeps writing into the checkpoint's own `version_N` (TensorBoard shows
+            # one continuous curve, the checkpoints stay in one folder, `a2ls plot` reads one run).
+            from jsonargparse import Namespace
+
+            save_dir, name, number = version
+            trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                          init_args=Namespace(save_dir=str(save_dir), name=name, version=number))
         if trainer is not None and self.config.get("subcommand") and trainer.get("default_root_dir"):
             # Before anything is built: the run's folder exists and is writable (one line naming the setting).
             ensure_writable(trainer["default_root_dir"], "trainer.default_root_dir")
@@ -131,6 +151,23 @@ class A2LSCLI(LightningCLI):
     def before_fit(self) -> None:
         # In this process, before DDP starts the others: a refusal there would come once per rank.
         check_strategy(self.trainer, bool(getattr(self.model.hparams, "cudagraphs", False)))
+        self._fit_started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        """One summary line at the end of a run: folder, last checkpoint, final ``eval/return``, time, rate."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        seconds = time.perf_counter() - getattr(self, "_fit_started", time.perf_counter())
+        resumed_at = int(getattr(self, "_resumed_step", 0))
+        value = trainer.callback_metrics.get("eval/return")
+        shown = f"final eval/return {float(value):.1f}" if value is not None else "no evaluation"
+        callback = trainer.checkpoint_callback
+        last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or "none"
+        rate = (trainer.global_step - resumed_at) / max(seconds, 1e-9)
+        print(f"a2ls: done: update {trainer.global_step}, {shown}, {seconds / 60:.1f} min ({rate:.1f} updates/s); "
+              f"run folder {trainer.log_dir or trainer.default_root_dir}; last checkpoint {last}", file=sys.stderr,
+              flush=True)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         # Our bar (updates out of max_steps, env steps, eval return) unless the bar is off or one is configured.
@@ -151,6 +188,32 @@ class A2LSCLI(LightningCLI):
             raise ValueError(f"trainer.accelerator={trainer.get('accelerator')!r} (or trainer.strategy="
                              f"{trainer.get('strategy')!r}) needs a package that is not installed: "
                              f"{one_line(err)}") from None
+
+
+def _version_folder(ckpt: Path, recorded_dirpath: str | None = None) -> tuple[Path, str, int] | None:
+    """``(save_dir, name, N)`` of a checkpoint at ``<save_dir>/<name>/version_<N>/checkpoints/<file>``, else None.
+
+    Spelled as the run recorded its checkpoint folder when that is the same folder (relative or absolute), so that
+    Lightning's ``ModelCheckpoint`` sees the same folder and keeps writing ``last.ckpt`` (not ``last-v1.ckpt``).
+    """
+    folder = ckpt.parent
+    if recorded_dirpath and Path(recorded_dirpath).resolve() == folder.resolve():
+        folder = Path(recorded_dirpath)
+    elif not folder.is_absolute():
+        folder = folder.absolute()
+    parts = folder.parts
+    match = re.fullmatch(r"version_(\d+)", parts[-2]) if len(parts) >= 4 and parts[-1] == "checkpoints" else None
+    if match is None:
+        return None
+    return Path(*parts[:-3]), parts[-3], int(match.group(1))
+
+
+def _recorded_dirpath(checkpoint: dict[str, Any]) -> str | None:
+    """The folder the run's ``ModelCheckpoint`` wrote to, as it spelled it (from its state in the checkpoint)."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("dirpath"):
+            return str(state["dirpath"])
+    return None
 
 
 def _as_dict(section: Any) -> dict[str, Any] | None:

@@ -118,7 +118,9 @@ def ensure_writable(folder: str | os.PathLike, setting: str) -> Path:
     """
     folder = Path(folder)
     try:
+        missing = [f for f in (folder, *folder.parents) if not f.exists()]
         folder.mkdir(parents=True, exist_ok=True)
+        _CREATED.extend(missing)
         probe = folder / f".a2ls-write-probe{os.getpid()}"
         with open(probe, "wb") as handle:
             handle.write(b"ok")
@@ -129,6 +131,24 @@ def ensure_writable(folder: str | os.PathLike, setting: str) -> Path:
         reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or str(err))
         raise ValueError(f"{setting}: cannot write to {folder} ({reason})") from None
     return folder
+
+
+#: Folders :func:`ensure_writable` created in this process (deepest first per call).
+_CREATED: list[Path] = []
+
+
+def remove_created_folders() -> list[Path]:
+    """Remove the folders :func:`ensure_writable` created that are still empty (after a refused run: no empty run
+    folders are left behind). Returns the removed folders."""
+    removed = []
+    for folder in sorted(set(_CREATED), key=lambda f: len(f.parts), reverse=True):
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except OSError:
+            continue
+        removed.append(folder)
+    _CREATED.clear()
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

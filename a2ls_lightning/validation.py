@@ -6,8 +6,9 @@ All checks raise ``ValueError`` with a single line; the ``a2ls`` command prints 
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -58,3 +59,34 @@ def check_choice(field: str, value: Any, allowed: Sequence[Any]) -> Any:
 def one_line(error: BaseException | str) -> str:
     """The text of ``error`` on one line (third-party messages often span several)."""
     return " ".join(str(error).split())
+
+
+class RunComplete(Exception):
+    """Nothing to do: e.g. a resumed run is already at ``trainer.max_steps``. The ``a2ls`` command prints the
+    message in one line and exits 0, creating nothing."""
+
+
+def closest(value: Any, allowed: Iterable[Any]) -> str | None:
+    """The one of ``allowed`` closest to a mistyped ``value``, or ``None`` if none is close.
+
+    Closeness is :func:`difflib.get_close_matches` on lower-cased text (``olaux`` finds ``OLAux``); the result
+    keeps its own spelling.
+    """
+    names = {str(name).lower(): str(name) for name in allowed}
+    close = difflib.get_close_matches(str(value).lower(), list(names), n=1)
+    return names[close[0]] if close else None
+
+
+def did_you_mean(value: Any, allowed: Iterable[Any]) -> str:
+    """``"; did you mean 'x'?"`` with the :func:`closest` of ``allowed`` to ``value``, ``""`` if none is close.
+
+    Appended to a one-line error, after the list of what is allowed.
+
+    Examples:
+        >>> did_you_mean("cheeta-run", ["cheetah-run", "walker-walk"])
+        "; did you mean 'cheetah-run'?"
+        >>> did_you_mean("banana", ["cheetah-run"])
+        ''
+    """
+    close = closest(value, allowed)
+    return f"; did you mean {close!r}?" if close is not None else ""

@@ -28,7 +28,9 @@ ALLOWED = {
     "callbacks": {"validation", "weighting", "files"},
     "builder": {"validation", "weighting", "files", "data", "modules", "callbacks"},
     "search": {"validation", "weighting", "files", "data", "modules", "callbacks", "builder"},
-    "cli": {"validation", "weighting", "files", "plotting", "data", "modules", "callbacks", "builder", "search"},
+    "runs": {"validation", "weighting", "files", "plotting", "data", "modules", "callbacks", "builder"},
+    "cli": {"validation", "weighting", "files", "plotting", "data", "modules", "callbacks", "builder", "search",
+            "runs"},
 }
 
 

@@ -71,8 +71,11 @@ class EpisodeCollector:
         u = torch.rand(self._low.shape, generator=self.generator)
         return self._low + u * (self._high - self._low)
 
-    def step(self, policy: Policy | None = None) -> None:
-        """One agent step: act (uniformly at random when ``policy`` is None), write the state, advance."""
+    def step(self, policy: Policy | None = None, on_last_step: Callable[[DMCEnv], None] | None = None) -> None:
+        """One agent step: act (uniformly at random when ``policy`` is None), write the state, advance.
+
+        ``on_last_step(env)`` is called when this step ends the episode, before the environment is reset.
+        """
         obs = self._frames[-1]
         if policy is None:
             action = self.random_action()
@@ -95,6 +98,8 @@ class EpisodeCollector:
         self._step += 1
         if bool(nxt["done"]):
             self._write(nxt["observation"], torch.zeros_like(action), 0.0, False, has_action=False)
+            if on_last_step is not None:
+                on_last_step(self.env)
             self._end_episode()
         else:
             self._frames.append(nxt["observation"])
@@ -110,11 +115,20 @@ class EpisodeCollector:
         self.generator.manual_seed(seed)
         self._begin_episode()
 
-    def run_episode(self, policy: Policy) -> float:
-        """Play the episode in flight to its end (the collector always has one begun); returns its return."""
+    def run_episode(self, policy: Policy, on_step: Callable[[DMCEnv], None] | None = None) -> float:
+        """Play the episode in flight to its end (the collector always has one begun); returns its return.
+
+        ``on_step(env)`` (e.g. a video recorder) is called before the first step and after every agent step that
+        stays in the episode, and once more after the last step, before the next episode begins: ``T + 1`` calls
+        for an episode of ``T`` agent steps.
+        """
         start = self.episodes
+        if on_step is not None:
+            on_step(self.env)
         while self.episodes == start:
-            self.step(policy)
+            self.step(policy, on_last_step=on_step)
+            if on_step is not None and self.episodes == start:
+                on_step(self.env)
         return self.last_episode_return
 
     # --- exact resume ------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ class ReplayDataModule(pl.LightningDataModule):
         buffer_device: ``"cpu"``, or ``"auto"`` to keep the replay on the training device (no host copy per
             batch; pick it on a GPU when the buffer fits in its memory).
         keep_replay_snapshots: per-rank replay side files kept next to the checkpoints (older are deleted).
+        video_every: record the first episode of every this many evaluations (and of the last) from the task's
+            camera as ``<run folder>/videos/eval_<env steps>.mp4`` (GIF without an MP4 encoder); 0: never.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class ReplayDataModule(pl.LightningDataModule):
         seed: int = 1,
         buffer_device: str = "cpu",
         keep_replay_snapshots: int = 2,
+        video_every: int = 0,
     ) -> None:
         super().__init__()
         parse_task(task)
@@ -123,6 +126,7 @@ class ReplayDataModule(pl.LightningDataModule):
         check(eval_episodes >= 0, f"eval_episodes={eval_episodes} must be >= 0")
         check(buffer_device in ("cpu", "auto"), f"buffer_device={buffer_device!r}; allowed: cpu, auto")
         check(keep_replay_snapshots >= 1, f"keep_replay_snapshots={keep_replay_snapshots} must be >= 1")
+        check(video_every >= 0, f"video_every={video_every} must be >= 0 (evaluations between videos; 0: none)")
         self.save_hyperparameters()
         self.policy: Policy | None = None
         self.collector: EpisodeCollector | None = None
@@ -150,6 +154,15 @@ class ReplayDataModule(pl.LightningDataModule):
         """Control steps per agent step (the setting, or the papers' per-domain value when it is null)."""
         repeat = self.hparams.action_repeat
         return default_action_repeat(self.hparams.task) if repeat is None else repeat
+
+    @staticmethod
+    def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` (this class's arguments) with the values a null stands for filled in: ``action_repeat``
+        becomes the task's default. Used to compare a resume's settings with the checkpoint's by meaning."""
+        out = dict(settings)
+        if out.get("action_repeat") is None and out.get("task"):
+            out["action_repeat"] = default_action_repeat(out["task"])
+        return out
 
     @property
     def frame_stack(self) -> int:
@@ -188,7 +201,7 @@ class ReplayDataModule(pl.LightningDataModule):
         eval_seed = seed + EVAL_SEED_OFFSET
         eval_collector = EpisodeCollector(self._make_env(eval_seed), None, self.frame_stack)
         self.evaluator = Evaluator(eval_collector, hp.eval_interval, hp.eval_episodes, self._eval_listeners,
-                                   seed=eval_seed)
+                                   seed=eval_seed, video_every=hp.video_every, video_dir=self._video_dir)
         if policy is not None:
             self.policy = policy
         elif module is not None:
@@ -240,6 +253,10 @@ class ReplayDataModule(pl.LightningDataModule):
             "physics_errors": float(c.physics_errors),
             "episode_return": c.last_episode_return,
         }
+
+    def _video_dir(self) -> Path:
+        trainer = self.trainer
+        return Path(trainer.log_dir or trainer.default_root_dir) / "videos"
 
     # --- checkpoints: each rank writes its own side file (see data/snapshots.py) --------------------------
     def _snapshot_dir(self) -> Path:

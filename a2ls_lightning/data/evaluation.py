@@ -16,12 +16,14 @@ listener (``ReplayDataModule.add_eval_listener``): that is how a loss search rec
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from a2ls_lightning.data.collector import EpisodeCollector, Policy
+from a2ls_lightning.data.video import VideoRecorder
 
 #: Told ``(env_steps, mean eval return)`` after every evaluation; it may raise to stop the run.
 EvalListener = Callable[[int, float], None]
@@ -36,14 +38,20 @@ class Evaluator:
         episodes: episodes per evaluation; 0 switches evaluation off.
         listeners: told ``(env_steps, value)`` after every evaluation (the list is shared, not copied).
         seed: base seed of the evaluations (each one reseeds from ``(seed, env_steps)``).
+        video_every: record the first episode of every this many evaluations (and of the last one) as
+            ``<video_dir()>/eval_<env steps>.mp4`` (rank 0); 0: never.
+        video_dir: where videos go (called when one is written: the run's folder is known only then).
     """
 
     def __init__(self, collector: EpisodeCollector, interval: int, episodes: int,
-                 listeners: list[EvalListener] | None = None, seed: int = 0) -> None:
+                 listeners: list[EvalListener] | None = None, seed: int = 0, video_every: int = 0,
+                 video_dir: Callable[[], str | Path] | None = None) -> None:
         self.collector = collector
         self.interval = interval
         self.episodes = episodes
         self.seed = int(seed)
+        self.video_every = int(video_every)
+        self.video_dir = video_dir
         self.next_at = interval
         self._listeners: list[EvalListener] = listeners if listeners is not None else []
 
@@ -51,17 +59,29 @@ class Evaluator:
         """True when training crossed the next ``interval`` mark (or at the end, ``final``)."""
         return self.episodes > 0 and (final or env_steps >= self.next_at)
 
-    def episode_returns(self, policy: Policy, env_steps: int, episodes: int | None = None) -> list[float]:
+    def episode_returns(self, policy: Policy, env_steps: int, episodes: int | None = None,
+                        recorder: VideoRecorder | None = None) -> list[float]:
         """Returns of ``episodes`` (default: the setting) episodes of ``policy``, reseeded from
-        ``(seed, env_steps)`` first: the same call gives the same episodes whatever happened before it."""
+        ``(seed, env_steps)`` first: the same call gives the same episodes whatever happened before it.
+        ``recorder`` records the first episode's frames."""
         self.collector.restart(evaluation_seed(self.seed, env_steps))
-        return [self.collector.run_episode(policy) for _ in range(self.episodes if episodes is None else episodes)]
+        count = self.episodes if episodes is None else episodes
+        return [self.collector.run_episode(policy, recorder.capture if recorder is not None and i == 0 else None)
+                for i in range(count)]
 
-    def run(self, policy: Policy, env_steps: int) -> float:
+    def run(self, policy: Policy, env_steps: int, recorder: VideoRecorder | None = None) -> float:
         """Mean return of ``episodes`` episodes of ``policy``; schedules the next evaluation after ``env_steps``."""
-        returns = self.episode_returns(policy, env_steps)
+        returns = self.episode_returns(policy, env_steps, recorder=recorder)
         self.next_at = (env_steps // self.interval + 1) * self.interval
         return float(np.mean(returns))
+
+    def _recorder(self, env_steps: int, final: bool) -> VideoRecorder | None:
+        """A recorder for this evaluation's first episode when ``video_every`` says so (and on the last one)."""
+        if self.video_every <= 0 or self.video_dir is None:
+            return None
+        if final or (env_steps // self.interval) % self.video_every == 0:
+            return VideoRecorder()
+        return None
 
     def maybe_evaluate(self, trainer: Any, policy: Policy, env_steps: int) -> float | None:
         """Evaluate if due (``trainer`` at the end of an update); log, notify listeners, return the mean.
@@ -73,7 +93,10 @@ class Evaluator:
         if not self.due(env_steps, final):
             return None
         module = trainer.lightning_module
-        value = torch.tensor(self.run(policy, env_steps), device=module.device)
+        recorder = self._recorder(env_steps, final) if trainer.is_global_zero else None
+        value = torch.tensor(self.run(policy, env_steps, recorder), device=module.device)
+        if recorder is not None:
+            recorder.save(Path(self.video_dir()) / f"eval_{env_steps:09d}.mp4")
         value = trainer.strategy.reduce(value, reduce_op="mean")  # every rank evaluated its own env
         metrics = {"eval/return": float(value), "eval/env_steps": float(env_steps)}
         # Straight to the loggers: `module.log` reaches them only on `log_every_n_steps` boundaries.

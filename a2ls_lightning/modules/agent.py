@@ -224,7 +224,8 @@ class SACModule(pl.LightningModule):
             dm = self.trainer.datamodule
             data = getattr(dm, "hparams", None) if dm is not None else None
             defaults = {"model": init_defaults(type(self)), "data": init_defaults(type(dm)) if data else {}}
-            compare_with_checkpoint(checkpoint, self.hparams, data, defaults)
+            compare_with_checkpoint(checkpoint, self.hparams, data, defaults,
+                                    resolve_data=getattr(type(dm), "resolve_settings", None) if data else None)
         if self.learner is None and "env_spec" in checkpoint:
             self.build(*checkpoint["env_spec"])
         self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))

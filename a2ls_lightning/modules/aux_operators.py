@@ -35,31 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The names live with the specs (no torch needed to parse or list a loss); re-exported here.
+from a2ls_lightning.modules.aux_spec import OPERATOR_ALIASES, OPERATORS, canonical_operator
+
 __all__ = ["OPERATORS", "OPERATOR_ALIASES", "canonical_operator", "operator_loss"]
-
-#: Operator names, in the order the documentation lists them.
-OPERATORS: tuple[str, ...] = ("mse", "nmse", "inner", "bilinear", "cosine")
-
-#: The official code's ``--similarity_metric`` names, accepted as aliases.
-OPERATOR_ALIASES: dict[str, str] = {
-    "inner_product": "inner",
-    "bilinear_inner_product": "bilinear",
-    "cos_sim": "cosine",
-}
-
-
-def canonical_operator(operator: object) -> str:
-    """Return the canonical operator name for ``operator`` (an official alias is translated).
-
-    Raises:
-        ValueError: naming the field ``operator`` and the allowed values when it is unknown.
-    """
-    name = operator.strip().lower() if isinstance(operator, str) else operator
-    name = OPERATOR_ALIASES.get(name, name) if isinstance(name, str) else name
-    if name not in OPERATORS:
-        raise ValueError(f"operator: unknown operator {operator!r}; allowed: {', '.join(OPERATORS)}")
-    return name
-
 
 def _diagonal_cross_entropy(diagonal: Tensor) -> Tensor:
     """Cross-entropy of the official "negatives removed" logits, in O(B) instead of O(B²).

@@ -35,9 +35,33 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from a2ls_lightning.modules.aux_operators import canonical_operator
+from a2ls_lightning.validation import did_you_mean
 
 __all__ = ["AuxLossSpec", "Element", "format_presets_table", "required_window"]
+
+
+#: Operator names, in the order the documentation lists them.
+OPERATORS: tuple[str, ...] = ("mse", "nmse", "inner", "bilinear", "cosine")
+
+#: The official code's ``--similarity_metric`` names, accepted as aliases.
+OPERATOR_ALIASES: dict[str, str] = {
+    "inner_product": "inner",
+    "bilinear_inner_product": "bilinear",
+    "cos_sim": "cosine",
+}
+
+
+def canonical_operator(operator: object) -> str:
+    """Return the canonical operator name for ``operator`` (an official alias is translated).
+
+    Raises:
+        ValueError: naming the field ``operator`` and the allowed values when it is unknown.
+    """
+    name = operator.strip().lower() if isinstance(operator, str) else operator
+    name = OPERATOR_ALIASES.get(name, name) if isinstance(name, str) else name
+    if name not in OPERATORS:
+        raise ValueError(f"operator: unknown operator {operator!r}; allowed: {', '.join(OPERATORS)}")
+    return name
 
 #: An element of the space: ``(kind, offset)`` with kind ``"s"``, ``"a"`` or ``"r"``.
 Element = tuple[str, int]
@@ -336,7 +360,7 @@ class AuxLossSpec:
                 return presets[name]
             if "->" not in name and "→" not in name:  # a name, not the text form: say which names exist
                 raise ValueError(f"unknown preset {name!r}; presets: {', '.join(presets)} (see `a2ls losses`), "
-                                 "or the text form, e.g. 'h=1 s0,a0 -> s1 mse'")
+                                 f"or the text form, e.g. 'h=1 s0,a0 -> s1 mse'{did_you_mean(name, presets)}")
             return cls.parse(value)
         if isinstance(value, Mapping):
             return cls.from_flags(**value)
@@ -355,7 +379,8 @@ class AuxLossSpec:
     def preset(cls, name: str) -> AuxLossSpec:
         """The preset called ``name``; see :data:`PRESET_TEXTS` for their definitions."""
         if name not in PRESET_TEXTS:
-            raise ValueError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESET_TEXTS)}")
+            raise ValueError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESET_TEXTS)}"
+                             f"{did_you_mean(name, PRESET_TEXTS)}")
         return cls.parse(PRESET_TEXTS[name])
 
 

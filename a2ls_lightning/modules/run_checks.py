@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from a2ls_lightning.files import AtomicCheckpointIO, ensure_writable
 #: Settings that may change when a run resumes (they change neither the networks nor the data collected).
 RESUMABLE_CHANGES: dict[str, frozenset[str]] = {
     "model": frozenset({"nonfinite", "max_nonfinite_skips", "compile", "cudagraphs"}),
-    "data": frozenset({"eval_interval", "eval_episodes", "keep_replay_snapshots", "buffer_device"}),
+    "data": frozenset({"eval_interval", "eval_episodes", "keep_replay_snapshots", "buffer_device", "video_every"}),
 }
 
 
@@ -92,20 +92,26 @@ def last_checkpoint(trainer: Any) -> str:
 
 
 def compare_with_checkpoint(checkpoint: Mapping[str, Any], model: Mapping[str, Any], data: Mapping[str, Any] | None,
-                            defaults: Mapping[str, Mapping[str, Any]]) -> None:
+                            defaults: Mapping[str, Mapping[str, Any]],
+                            resolve_data: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None) -> None:
     """Refuse a resume whose settings differ from the checkpoint's (those in :data:`RESUMABLE_CHANGES` excepted).
 
     Args:
         checkpoint: the loaded checkpoint (``hyper_parameters``, ``datamodule_hyper_parameters``).
         model: this run's model settings; data: this run's data settings (``None``: no datamodule to compare).
         defaults: ``{"model": {...}, "data": {...}}`` values of settings that an older checkpoint does not record.
+        resolve_data: turns data settings into the values they stand for (``action_repeat: null`` → the task's
+            default), applied to both sides, so that only real differences are reported.
 
     Raises:
         ValueError: one line listing every differing field with both values.
     """
     differing = []
+    stored_data = checkpoint.get("datamodule_hyper_parameters")
+    if resolve_data is not None and data is not None and stored_data is not None:
+        data, stored_data = resolve_data(data), resolve_data(stored_data)
     for section, mine, theirs in (("model", model, checkpoint.get("hyper_parameters")),
-                                  ("data", data, checkpoint.get("datamodule_hyper_parameters"))):
+                                  ("data", data, stored_data)):
         if mine is None or theirs is None:
             continue
         for key, value in mine.items():

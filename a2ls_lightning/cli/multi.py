@@ -1,0 +1,93 @@
+"""``a2ls fit --seeds 1,2,3 --jobs 2 [fit arguments]``: the same run for several seeds at once (see
+:func:`a2ls_lightning.runs.multirun.run_seeds`), each into ``<root>/seed_<n>/`` where ``<root>`` is the run's
+``trainer.default_root_dir`` (``--seeds_root`` to choose another).
+
+    a2ls fit --seeds 1,2,3 --jobs 2 --config configs/benchmark_cheetah_state_cpu.yaml
+    a2ls plot runs/benchmark        # the seeds' mean ± std
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+#: Where a run goes when neither the arguments nor a config file say (the quickstart's folder).
+DEFAULT_ROOT = "runs/quickstart"
+_OWN = ("--seeds", "--jobs", "--seeds_root", "--threads")
+
+
+def split_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``({"--seeds": "1,2", ...}, the remaining fit arguments)``."""
+    own: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, sep, value = arg.partition("=")
+        if name in _OWN:
+            if not sep:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"a2ls fit {name}: expected a value")
+                value = argv[i + 1]
+                i += 1
+            own[name] = value
+        else:
+            rest.append(arg)
+        i += 1
+    return own, rest
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"1,2,3"`` or ``"1-5"`` (inclusive) → seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            seeds.extend(range(int(low), int(high) + 1) if dash else [int(low)])
+    except ValueError:
+        raise ValueError(f"--seeds={text!r}: expected integers like 1,2,3 or 1-5") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds={text!r}: give distinct seeds >= 0")
+    return seeds
+
+
+def root_dir(fit_args: list[str]) -> str:
+    """The run's ``trainer.default_root_dir``: the last one given on the command line, else in the last config
+    file that sets it, else the quickstart's."""
+    import yaml
+
+    from a2ls_lightning.cli.parsing import config_paths
+
+    for i in range(len(fit_args) - 1, -1, -1):
+        name, sep, value = fit_args[i].partition("=")
+        if name == "--trainer.default_root_dir":
+            return value if sep else fit_args[i + 1]
+    for path in reversed(config_paths(fit_args)):
+        trainer = (yaml.safe_load(Path(path).read_text()) or {}).get("trainer") or {}
+        if trainer.get("default_root_dir"):
+            return str(trainer["default_root_dir"])
+    return DEFAULT_ROOT
+
+
+def main(argv: list[str]) -> None:
+    """``argv``: the arguments after ``fit``."""
+    from a2ls_lightning.runs.multirun import results_table, run_seeds
+
+    own, fit_args = split_arguments(argv)
+    seeds = parse_seeds(own["--seeds"])
+    try:
+        jobs = int(own.get("--jobs", "2"))
+        threads = int(own.get("--threads", "1"))
+    except ValueError:
+        raise ValueError(f"a2ls fit --seeds: --jobs and --threads take integers (got {own})") from None
+    if jobs < 1 or threads < 1:
+        raise ValueError(f"a2ls fit --seeds: --jobs={jobs} and --threads={threads} must be >= 1")
+    root = own.get("--seeds_root") or root_dir(fit_args)
+    print(f"a2ls: {len(seeds)} seeds into {root}/seed_<n>/, {jobs} at a time, {threads} thread(s) each", flush=True)
+    results = run_seeds(fit_args, seeds, root, jobs=jobs, threads=threads)
+    print(results_table(results))
+    print(f"\nplot them: a2ls plot {root}")
+    codes = [r.exit_code for r in results if r.exit_code]
+    if codes:
+        raise SystemExit(max(codes))  # e.g. 143: a seed was preempted; the same command resumes it
+    sys.stdout.flush()

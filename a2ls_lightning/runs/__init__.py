@@ -1,0 +1,8 @@
+"""What a user does with runs after (and around) training: evaluate and watch a checkpoint
+(:func:`evaluate_checkpoint`, ``a2ls evaluate``) and train several seeds at once (:func:`run_seeds`,
+``a2ls fit --seeds``). Above the builder, below the command line."""
+
+from a2ls_lightning.runs.evaluate import EvaluationResult, evaluate_checkpoint
+from a2ls_lightning.runs.multirun import SeedResult, run_seeds
+
+__all__ = ["EvaluationResult", "SeedResult", "evaluate_checkpoint", "run_seeds"]

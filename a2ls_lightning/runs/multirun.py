@@ -1,0 +1,145 @@
+"""Many seeds of one ``a2ls fit`` configuration at once: one process per seed (one CPU thread each by default),
+each into ``<root>/seed_<n>/``, resumable, and a final table of final return and AULC.
+
+A seed whose ``result.json`` exists is done and skipped; a seed with a checkpoint but no result (interrupted,
+preempted, killed) resumes from its newest ``last.ckpt``; the others start. A seed's output goes to
+``<root>/seed_<n>/fit.log``. ``a2ls plot <root>`` then draws the seeds' mean ± std.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from a2ls_lightning.files import atomic_write_text
+from a2ls_lightning.plotting import eval_curve, event_files, read_scalars
+from a2ls_lightning.validation import check
+
+RESULT = "result.json"
+
+
+@dataclass
+class SeedResult:
+    """One seed's outcome: ``status`` is ``done`` (trained now), ``recorded`` (found done), ``failed`` or
+    ``preempted`` (resumable: run the same command again)."""
+
+    seed: int
+    folder: str
+    status: str
+    final: float | None = None
+    aulc: float | None = None
+    minutes: float | None = None
+    exit_code: int = 0
+    message: str = ""
+
+
+def seed_folder(root: str | Path, seed: int) -> Path:
+    """``<root>/seed_<seed>``."""
+    return Path(root) / f"seed_{seed}"
+
+
+def last_checkpoint_in(folder: Path) -> Path | None:
+    """The newest ``last.ckpt`` under ``folder`` (``None`` if the seed never saved)."""
+    found = [p for p in folder.rglob("last.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int = 2, threads: int = 1,
+              echo: bool = True) -> list[SeedResult]:
+    """Train ``a2ls fit <fit_args>`` once per seed, ``jobs`` at a time, each into ``<root>/seed_<n>/``.
+
+    Args:
+        fit_args: the ``a2ls fit`` arguments shared by every seed (config, overrides).
+        seeds: the seeds (``--seed_everything``), distinct.
+        root: the folder of the seeds' folders.
+        jobs: processes at a time.
+        threads: torch CPU threads per process.
+        echo: print a line when a seed starts and ends.
+
+    Returns:
+        One :class:`SeedResult` per seed, in the order of ``seeds``.
+    """
+    check(len(seeds) >= 1 and len(set(seeds)) == len(seeds), f"seeds={seeds}: give distinct seeds")
+    check(all(0 <= s < 2**32 for s in seeds), f"seeds={seeds}: each must be in [0, 2**32)")
+    check(jobs >= 1, f"jobs={jobs} must be >= 1")
+    check(threads >= 1, f"threads={threads} must be >= 1")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(lambda s: _run_one(fit_args, s, Path(root), threads, echo), seeds))
+
+
+def _run_one(fit_args: list[str], seed: int, root: Path, threads: int, echo: bool) -> SeedResult:
+    folder = seed_folder(root, seed)
+    result_file = folder / RESULT
+    if result_file.is_file():
+        recorded = SeedResult(**json.loads(result_file.read_text()))
+        recorded.status = "recorded"
+        return recorded
+    folder.mkdir(parents=True, exist_ok=True)
+    resume = last_checkpoint_in(folder)
+    args = [*fit_args, f"--seed_everything={seed}", f"--trainer.default_root_dir={folder}", f"--threads={threads}"]
+    if resume is not None:
+        args.append(f"--ckpt_path={resume}")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if echo:
+        print(f"a2ls: seed {seed}: {'resuming from ' + str(resume) if resume else 'starting'} (log: "
+              f"{folder / 'fit.log'})", flush=True)
+    start = time.time()
+    with open(folder / "fit.log", "a") as log:
+        code = subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", "fit", *args], env=env, stdout=log,
+                              stderr=subprocess.STDOUT, check=False).returncode
+    minutes = (time.time() - start) / 60
+    if code != 0:
+        status = "preempted" if code > 128 else "failed"
+        message = _last_error(folder / "fit.log")
+        if echo:
+            print(f"a2ls: seed {seed}: {status} (exit {code}): {message}", flush=True)
+        return SeedResult(seed, str(folder), status, minutes=minutes, exit_code=code, message=message)
+    final, aulc = _final_and_aulc(folder)
+    result = SeedResult(seed, str(folder), "done", final, aulc, minutes)
+    atomic_write_text(result_file, json.dumps(asdict(result), indent=1) + "\n")
+    if echo:
+        shown = f"final eval/return {final:.1f}, AULC {aulc:.1f}" if final is not None else "no evaluation logged"
+        print(f"a2ls: seed {seed}: done in {minutes:.1f} min: {shown}", flush=True)
+    return result
+
+
+def _final_and_aulc(folder: Path) -> tuple[float | None, float | None]:
+    if not event_files(folder):
+        return None, None
+    scalars = read_scalars(folder, tags=("eval/return", "eval/env_steps"))
+    if "eval/return" not in scalars:
+        return None, None
+    _, y = eval_curve(scalars)
+    return float(y[-1]), float(np.mean(y))
+
+
+def _last_error(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("a2ls:")]
+    return (errors or lines or ["(no output)"])[-1][:300]
+
+
+def results_table(results: list[SeedResult]) -> str:
+    """Markdown table of the seeds and a mean ± std row over the seeds with a final return."""
+    rows = ["| seed | status | final eval/return | AULC | minutes |", "|---|---|---|---|---|"]
+    for r in results:
+        rows.append(f"| {r.seed} | {r.status} | {_num(r.final)} | {_num(r.aulc)} | {_num(r.minutes)} |")
+    finals = [r.final for r in results if r.final is not None]
+    aulcs = [r.aulc for r in results if r.aulc is not None]
+    if finals:
+        rows.append(f"| mean ± std ({len(finals)} seeds) | | {np.mean(finals):.1f} ± {np.std(finals):.1f} | "
+                    f"{np.mean(aulcs):.1f} ± {np.std(aulcs):.1f} | |")
+    return "\n".join(rows)
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
