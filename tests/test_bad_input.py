@@ -28,6 +28,9 @@ CASES = [
     (["--data.frame_stack=0"], "frame_stack=0"),
     (["--data.task=cheeta-run"], "task='cheeta-run'"),
     (["--data.task=cheetah-fly"], "cheetah-fly"),
+    # a typo gets "did you mean", after the field and the list of valid values
+    (["--data.task=cheeta-run"], "swimmer, walker; did you mean 'cheetah-run'?"),
+    (["--data.task=walker-wlak"], "domain 'walker' has the tasks run, stand, walk; did you mean 'walker-walk'?"),
     (["--data.action_repeat=0"], "action_repeat=0"),
     (["--data.capacity=1"], "capacity=1"),
     (["--data.warmup_steps=-1"], "warmup_steps=-1"),
@@ -56,6 +59,7 @@ CASES = [
      "model.cudagraphs=true captures the update on one device; it is not allowed with trainer.strategy=ddp"),
     (["--model.aux_losses={fwd: h=0 s0 -> s1 mse}"], "aux_losses.fwd"),
     (["--model.aux_losses={x: not_a_preset}"], "aux_losses.x: unknown preset 'not_a_preset'; presets: a2_winner,"),
+    (["--model.aux_losses={x: forward_dynamic}"], "e.g. 'h=1 s0,a0 -> s1 mse'; did you mean 'forward_dynamics'?"),
     # trainer
     (["--seed_everything=-1"], "seed_everything=-1 is out of range; allowed: an integer from 0 to 4294967295"),
     (["--seed_everything=4294967296"], "seed_everything=4294967296 is out of range"),
@@ -70,6 +74,13 @@ CASES = [
     ([OLAUX, "--trainer.callbacks.lr=.inf", FWD], "OLAux.lr=inf"),
     ([OLAUX, "--trainer.callbacks.bogus=1", FWD], "bogus"),
     (["--trainer.callbacks+=a2ls_lightning.callbacks.NoSuchCallback"], "NoSuchCallback"),
+    (["--trainer.callbacks+=a2ls_lightning.callbacks.OLAx", FWD],
+     "trainer.callbacks: a2ls_lightning.callbacks.OLAx: module 'a2ls_lightning.callbacks' has no attribute 'OLAx'; "
+     "did you mean 'a2ls_lightning.callbacks.OLAux'?"),
+    (["--trainer.callbacks+=a2ls_lightning.callbacks.GradientBalancer"],
+     "did you mean 'a2ls_lightning.callbacks.GradientBalancing'?"),
+    (["--trainer.callbacks+=OLAx", FWD], "OLAx either not accessible or invalid - Does not validate against any "
+                                         "of the Union subtypes; did you mean 'a2ls_lightning.callbacks.OLAux'?"),
     (["--trainer.callbacks+=a2ls_lightning.callbacks.FixedWeights", "--trainer.callbacks.weights={unknown: 1}", FWD],
      "unknown"),
     (["--trainer.callbacks+=a2ls_lightning.callbacks.GradientBalancing", "--trainer.callbacks.eps=0"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from argparse import ArgumentError
 
 import yaml
@@ -16,10 +17,14 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from a2ls_lightning.files import WriteError
 from a2ls_lightning.modules.guard import NonFiniteError
-from a2ls_lightning.validation import one_line
+from a2ls_lightning.validation import closest, one_line
 
 BAD_INPUT, FAILED = 2, 1
 _PEER_GONE = re.compile(r"Connection closed by peer|Connection reset by peer|remote worker|NCCL communicator was aborted")
+_NO_CLASS = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
+_NO_SHORT_CLASS = re.compile(r"Expected a path but (\w+) either not accessible or invalid")
+#: Where a short class name given to ``--trainer.callbacks`` (``OLAux``) is looked for a suggestion.
+_CALLBACKS = "a2ls_lightning.callbacks"
 
 
 def describe(err: BaseException) -> tuple[int, str] | None:
@@ -66,13 +71,36 @@ def parse_error(message: str) -> str:
         reason = " ".join(nested)
         reason = re.sub(r"- Problem with given class_path '([^']+)':", r"\1:", reason)
         reason = re.sub(r'Parser key "([^"]+)":', r"\1:", reason)
-        return one_line(f"{key.group(1)}: {reason}" if key else f"{head} {reason}")
+        return one_line(f"{key.group(1)}: {reason}" if key else f"{head} {reason}") + _class_hint(reason)
     config_file = re.search(r"(?:Unable to load config|Problem in default config file) ['\"]?([^'\":]+)", head)
     if config_file:
         return one_line(head)
     if key and len(lines) > 1:
-        return one_line(f"{key.group(1)}: {' '.join(lines[1:3])}")
+        hint = _class_hint(message) if "callbacks" in key.group(1) else ""  # a short name is looked for there
+        return one_line(f"{key.group(1)}: {' '.join(lines[1:3])}") + hint
     return one_line(" ".join(lines[:3]))
+
+
+def _class_hint(message: str) -> str:
+    """``; did you mean 'a2ls_lightning.callbacks.OLAux'?`` for a misspelt class, ``""`` when none is close.
+
+    For a class path (``a2ls_lightning.callbacks.OLAx``) the candidates are the classes in its module's
+    ``__all__`` (for ``a2ls_lightning.callbacks``: the weighting callbacks and the others); for a short name
+    (``OLAx``, which jsonargparse resolves among imported subclasses) those of ``a2ls_lightning.callbacks``.
+    Modules are looked up in ``sys.modules`` only: jsonargparse imported them while resolving the value, and an
+    error message must not import anything.
+    """
+    found = _NO_CLASS.search(message)
+    module_name, name = (found[1], found[2]) if found else (_CALLBACKS, None)
+    if name is None:
+        short = _NO_SHORT_CLASS.search(message)
+        name = short[1] if short else None
+    module = sys.modules.get(module_name)
+    if name is None or module is None:
+        return ""
+    classes = [n for n in getattr(module, "__all__", ()) if isinstance(getattr(module, n, None), type)]
+    close = closest(name, classes)
+    return f"; did you mean '{module_name}.{close}'?" if close is not None else ""
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

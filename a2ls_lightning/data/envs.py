@@ -32,6 +32,8 @@ from dm_control.rl import control
 from dm_env import specs
 from torchrl.envs import DMControlWrapper
 
+from a2ls_lightning.validation import closest, did_you_mean
+
 #: CURL/A2LS action repeat per domain (CURL, Laskin et al. 2020; A2LS); other domains use 4.
 DEFAULT_ACTION_REPEAT = {
     "cartpole": 8,
@@ -59,17 +61,24 @@ def parse_task(name: str) -> tuple[str, str]:
     """Split ``"domain-task"`` (``"cheetah-run"``, ``"ball_in_cup-catch"``) and check it exists.
 
     Raises:
-        ValueError: one line naming the field ``task`` and listing the valid domains (or tasks of the domain).
+        ValueError: one line naming the field ``task``, listing the valid domains (or tasks of the domain) and,
+            for a typo, the closest task (``task='cheeta-run' ...; did you mean 'cheetah-run'?``).
     """
     tasks = valid_tasks()
     domain, sep, task = str(name).partition("-")
     if not sep or domain not in tasks:
+        # Compared as whole names: a misspelt domain (cheeta-run) or separator (cheetah_run) still finds its task.
+        every = [f"{d}-{t}" for d in sorted(tasks) for t in sorted(tasks[d])]
         raise ValueError(
             f"task={name!r} is not a 'domain-task' of the DeepMind Control Suite; valid domains: "
-            f"{', '.join(sorted(tasks))}"
+            f"{', '.join(sorted(tasks))}{did_you_mean(name, every)}"
         )
     if task not in tasks[domain]:
-        raise ValueError(f"task={name!r}: domain {domain!r} has the tasks {', '.join(sorted(tasks[domain]))}")
+        # Only the task part is compared: every task of the domain shares its prefix, which would make any
+        # task name look close (cheetah-fly is not a typo of cheetah-run).
+        close = closest(task, sorted(tasks[domain]))
+        hint = f"; did you mean '{domain}-{close}'?" if close is not None else ""
+        raise ValueError(f"task={name!r}: domain {domain!r} has the tasks {', '.join(sorted(tasks[domain]))}{hint}")
     return domain, task
 
 

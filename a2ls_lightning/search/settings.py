@@ -25,6 +25,7 @@ from a2ls_lightning.validation import (
     check_choice,
     check_integer,
     check_number,
+    did_you_mean,
     one_line,
 )
 
@@ -116,7 +117,8 @@ class SearchSettings:
         space = self.space  # checks max_horizon, operators and negatives
         presets = AuxLossSpec.presets()
         for name in self.seed_presets:
-            check(name in presets, f"search.seed_presets: unknown preset {name!r}; allowed: {', '.join(presets)}")
+            check(name in presets, f"search.seed_presets: unknown preset {name!r}; allowed: {', '.join(presets)}"
+                                   f"{did_you_mean(name, presets)}")
             spec = presets[name]
             check(space.admit(Genome.of(spec))[0] is not None,
                   f"search.seed_presets: {name} ({spec}) lies outside the space (max_horizon={self.max_horizon}, "
