@@ -166,7 +166,7 @@ class A2LSCLI(LightningCLI):
         last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or "none"
         rate = (trainer.global_step - resumed_at) / max(seconds, 1e-9)
         print(f"a2ls: done: update {trainer.global_step}, {shown}, {seconds / 60:.1f} min ({rate:.1f} updates/s); "
-              f"run folder {trainer.log_dir or trainer.default_root_dir}; last checkpoint {last}", file=sys.stderr,
+              f"run folder {run_folder(trainer)}; last checkpoint {last}", file=sys.stderr,
               flush=True)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
@@ -188,6 +188,13 @@ class A2LSCLI(LightningCLI):
             raise ValueError(f"trainer.accelerator={trainer.get('accelerator')!r} (or trainer.strategy="
                              f"{trainer.get('strategy')!r}) needs a package that is not installed: "
                              f"{one_line(err)}") from None
+
+
+def run_folder(trainer: Any) -> str:
+    """The run's folder (the logger's ``version_N``, else the default root), without a collective: Lightning's
+    ``trainer.log_dir`` broadcasts from rank 0, which only one rank may not call under DDP."""
+    logger = trainer.logger
+    return str(getattr(logger, "log_dir", None) or trainer.default_root_dir)
 
 
 def _version_folder(ckpt: Path, recorded_dirpath: str | None = None) -> tuple[Path, str, int] | None:

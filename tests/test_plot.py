@@ -106,10 +106,10 @@ def test_a2ls_plot_bad_glob_exits_2_with_one_line_naming_the_option(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "the following arguments are required: --group"),
+    ([], "give FOLDER arguments or --group LABEL=GLOB (see a2ls plot --help)"),
     (["--group", "=x"], "--group =x: expected LABEL=GLOB"),
-    (["--group", "a={run}", "--group", "a={run}"], "--group a={run}: label 'a' given twice"),
-    (["--group", "{run}", "--tag", "eval/nope"], "--group {run}: run {run} has no 'eval/nope' scalars (see --tag)"),
+    (["--group", "a={run}", "--group", "a={run}"], "group a={run}: label 'a' given twice"),
+    (["--group", "{run}", "--tag", "eval/nope"], "group {run}: none of its 1 run(s) has 'eval/nope' scalars (see --tag)"),
     (["--group", "{run}", "--out", "{tmp}/p.svg"], "--out {tmp}/p.svg: must end in .png"),
     (["--group", "{run}", "--out", "{tmp}/no/p.png"], "--out {tmp}/no/p.png: folder {tmp}/no does not exist"),
     (["--group", "{run}", "--bogus"], "unrecognized arguments: --bogus"),

@@ -255,8 +255,9 @@ class ReplayDataModule(pl.LightningDataModule):
         }
 
     def _video_dir(self) -> Path:
+        # Rank 0 only: not `trainer.log_dir`, which broadcasts (a collective the other ranks would not join).
         trainer = self.trainer
-        return Path(trainer.log_dir or trainer.default_root_dir) / "videos"
+        return Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir) / "videos"
 
     # --- checkpoints: each rank writes its own side file (see data/snapshots.py) --------------------------
     def _snapshot_dir(self) -> Path:
