@@ -11,8 +11,10 @@
 #   core; the evaluation return rises from ~0 to a few hundred). `a2ls fit` trains 24000 updates (100k env steps).
 # - **Tiny mode**: with the environment variable `A2LS_NOTEBOOK_TINY=1` the parameters cell shrinks everything
 #   so that the notebook runs in seconds (this is what `tests/test_notebook.py` does).
-# - Logs go to `runs/quickstart_notebook/` under the working directory; see them with
-#   `tensorboard --logdir runs/quickstart_notebook`.
+# - Logs go to `runs/quickstart_notebook/` under the working directory (in Jupyter, the notebook's folder:
+#   `examples/runs/`, which git ignores); see them with `tensorboard --logdir runs/quickstart_notebook`.
+# - Without a browser: `jupyter nbconvert --to notebook --execute examples/quickstart.ipynb` (installed by
+#   `pip install -e ".[test]"`) writes the executed copy `examples/quickstart.nbconvert.ipynb`.
 
 # %% [markdown]
 # ## Parameters
@@ -39,7 +41,9 @@ if os.environ.get("A2LS_NOTEBOOK_TINY") == "1":  # seconds, not minutes: the tes
 # ## Imports
 #
 # `SACModule` is the LightningModule (SAC and its auxiliary losses), `ReplayDataModule` the environment, replay
-# buffer and data collection; `OLAux` a Lightning callback; `a2ls_lightning.plotting` reads TensorBoard logs.
+# buffer and data collection; `OLAux` and `UpdateProgressBar` are Lightning callbacks; `a2ls_lightning.plotting`
+# reads TensorBoard logs. Like `a2ls fit`, torch gets one thread per two cores: these small networks gain
+# nothing from more, and a thread spinning beside a busy process slows every operation several-fold.
 
 # %%
 # %matplotlib inline
@@ -47,11 +51,15 @@ import math
 
 import lightning.pytorch as pl
 import matplotlib.pyplot as plt
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from a2ls_lightning import ReplayDataModule, SACModule
-from a2ls_lightning.callbacks import OLAux
+from a2ls_lightning.builder import default_threads
+from a2ls_lightning.callbacks import OLAux, UpdateProgressBar
 from a2ls_lightning.plotting import eval_curve, read_scalars
+
+torch.set_num_threads(default_threads())
 
 # %% [markdown]
 # ## Model and data
@@ -104,7 +112,9 @@ class Recorder(pl.Callback):
 # ## Train
 #
 # `OLAux()` (its defaults: a weight update every 5 updates, log balancing) installs itself as the module's
-# auxiliary-loss weighting. `trainer.max_steps` counts gradient updates.
+# auxiliary-loss weighting. `trainer.max_steps` counts gradient updates, and `UpdateProgressBar` shows them with
+# the env steps and the last evaluation return (tqdm's notebook bar if `ipywidgets` is installed, otherwise a
+# line every 5%), in place of Lightning's bar of batches.
 
 # %%
 olaux = OLAux()
@@ -114,7 +124,7 @@ trainer = pl.Trainer(
     max_steps=MAX_STEPS,
     accelerator="cpu",
     logger=logger,
-    callbacks=[olaux, recorder],
+    callbacks=[olaux, recorder, UpdateProgressBar()],
     log_every_n_steps=LOG_EVERY,
     enable_checkpointing=False,
     enable_model_summary=False,

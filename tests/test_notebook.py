@@ -1,4 +1,5 @@
-"""``examples/quickstart.ipynb`` executed by a real Jupyter kernel (nbclient) in its tiny mode, and its script twin."""
+"""``examples/quickstart.ipynb`` executed by a real Jupyter kernel in its tiny mode (through nbclient, and the way a
+user runs it without a browser: ``jupyter nbconvert --execute``), and its script twin."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import math
 import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,6 +81,33 @@ def test_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
     assert images, "no cell displayed a PNG"
     # its logs stayed in the working directory it was given
     assert list((tmp_path / "runs" / "quickstart_notebook").rglob("events.out.tfevents*"))
+
+
+def test_nbconvert_executes_the_notebook_with_our_progress_bar_and_no_widget_warning(tmp_path, monkeypatch):
+    """``jupyter nbconvert --to notebook --execute`` (the test install has it) runs a copy of the notebook."""
+    pytest.importorskip("nbconvert")
+    copy = tmp_path / "quickstart.ipynb"
+    shutil.copyfile(NOTEBOOK, copy)
+    monkeypatch.setenv("A2LS_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    kernel = _python3_kernel(tmp_path, monkeypatch)
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         f"--ExecutePreprocessor.kernel_name={kernel}", "--ExecutePreprocessor.timeout=300", str(copy)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    nb = nbformat.read(tmp_path / "quickstart.nbconvert.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    everything = json.dumps(outputs) + done.stderr
+    assert "ipywidgets" not in everything and "IProgress" not in everything, everything[-3000:]
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # no widget
+    out = _stdout(nb)
+    # our bar, as plain lines (no ipywidgets here), not Lightning's bar of batches ("Epoch 0")
+    assert re.search(r"^updates 60/60 \(100%\) \| .* upd/s \| env_steps=\d+", out, re.MULTILINE), out
+    assert "Epoch 0" not in everything and "\r" not in out
+    assert re.search(r"^final eval/return = \S+$", out, re.MULTILINE), out
+    assert list((tmp_path / "runs" / "quickstart_notebook").rglob("events.out.tfevents*"))  # beside the notebook
 
 
 def test_notebook_is_the_script_twin():
