@@ -19,6 +19,18 @@ evaluation every 10k env steps over 10 episodes) on the six PlaNet-benchmark tas
 repeats; its records live under ``docs/benchmarks/runs/planet/<task>/`` except cheetah-run's, which is the
 protocol of the other suites and shares their records. Runs already recorded are skipped, so a suite can be
 stopped, restarted and split over machines with ``--shard i/n``.
+
+The ``pixels`` suite is A2LS's headline at CPU scale: SAC from pixels (``pixel_sac``), + CURL (``pixel_curl``) and
++ A2-winner (``pixel_a2_winner``) with ``configs/benchmark_pixels_cpu.yaml`` (64-pixel renders cropped to 56,
+16 filters, 256-wide networks, batch 32; the papers' action repeats and learning rates, 100k env steps) on
+cheetah-run and cartpole-swingup (``--tasks`` adds ball_in_cup-catch). Its records live under
+``docs/benchmarks/runs/pixels/<task>/<variant>/``; each run trains in a persistent folder
+``runs/benchmarks/pixels/<task>/<variant>/seed<n>/`` (git-ignored) with a checkpoint every 2000 updates, and a
+run cut short (machine stopped, process killed) resumes from its ``last.ckpt`` when the suite is started again:
+
+    python scripts/benchmark_learning.py --suite pixels --seeds 1 2 3 --jobs 1
+    python scripts/benchmark_learning.py --suite pixels --tasks cheetah-run cartpole-swingup ball_in_cup-catch
+    python scripts/benchmark_learning.py --suite pixels --report-only     # docs/benchmark_pixels.md and .png
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +97,26 @@ SUITES = {
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
                 "ball_in_cup-catch": 4, "walker-walk": 2}
 PLANET_VARIANTS = ["sac", "a2_winner_v", "forward_dynamics", "five_fixed"]
+#: The pixels suite: its own config, the papers' action repeats and (CURL, A2LS) learning rates per task.
+PIXEL_CONFIG = ROOT / "configs" / "benchmark_pixels_cpu.yaml"
+PIXEL_TASKS = {"cheetah-run": 4, "cartpole-swingup": 8, "ball_in_cup-catch": 4}
+PIXEL_DEFAULT_TASKS = ["cheetah-run", "cartpole-swingup"]
+PIXEL_LR = {"cheetah-run": None, "cartpole-swingup": 1e-3, "ball_in_cup-catch": 1e-3}  # None: the config's 2e-4
+PIXEL_VARIANTS = ["pixel_sac", "pixel_curl", "pixel_a2_winner"]
+VARIANTS.update({"pixel_sac": [], "pixel_curl": ["--model.aux_losses={curl: curl}"],
+                 "pixel_a2_winner": ["--model.aux_losses={a2w: a2_winner}"]})
+#: Published at 100k env steps and full size (100-pixel renders cropped to 84, 32 filters, 1024 wide, batch 512):
+#: CURL (Laskin et al. 2020, Table 1) and A2LS's A2-winner (cheetah-run). Mean ± std over the papers' seeds.
+PUBLISHED = {("cheetah-run", "pixel_curl"): "299 ± 48", ("cartpole-swingup", "pixel_curl"): "582 ± 146",
+             ("ball_in_cup-catch", "pixel_curl"): "769 ± 43", ("cheetah-run", "pixel_a2_winner"): "449 ± 34"}
+#: docs/benchmark_pixels.md: the report rewrites what is above this line and keeps what follows it.
+KEEP_MARKER = "<!-- written by hand below: kept when the report is regenerated -->"
+#: The pixel runs' persistent training folders (``/runs/`` is git-ignored): an interrupted run resumes there.
+PIXEL_RUN_DIRS = ROOT / "runs" / "benchmarks" / "pixels"
+#: glibc keeps freed large tensors instead of unmapping them, so each update does not page-fault its images in
+#: again (measured by scripts/benchmark_pixel_speed.py: most for A2-winner, whose target encoder reads 4 states
+#: per sample; see docs/benchmark_pixels.md). Speed only: no numerical change.
+PIXEL_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
 ENV_STEPS = 100_000
 WARMUP = 1000
 KEEP_TAGS = ("eval/return", "eval/env_steps", "train/episode_return", "train/env_steps")
@@ -100,18 +133,63 @@ def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def record_path(variant: str, seed: int, tag: str, task: str = "cheetah-run") -> Path:
-    """Where the record of one run lives (cheetah-run's are shared by every suite)."""
+    """Where the record of one run lives (state cheetah-run's are shared by every suite; the pixel variants' go
+    under ``pixels/<task>/``, quick ``--max-steps`` checks of them under the git-ignored ``steps<N>/pixels/``)."""
+    if variant in PIXEL_VARIANTS:
+        return (RUNS if tag == "full" else RUNS / tag) / "pixels" / task / variant / f"seed{seed}.json"
     folder = RUNS / tag if task == "cheetah-run" else RUNS / "planet" / task
     return folder / variant / f"seed{seed}.json"
 
 
-def task_arguments(task: str) -> list[str]:
-    """Command-line settings of one PlaNet task: its action repeat and the updates that spend 100k env steps."""
+def task_arguments(task: str, pixels: bool = False) -> list[str]:
+    """Command-line settings of one task: its action repeat and the updates that spend 100k env steps (and, for
+    pixels, the papers' learning rate: 2e-4 on cheetah-run, the config's, 1e-3 elsewhere)."""
     if task == "cheetah-run":
         return []  # the config's own protocol; keeps the command (and the record) of the other suites
-    repeat = PLANET_TASKS[task]
-    return [f"--data.task={task}", f"--data.action_repeat={repeat}",
+    repeat = PIXEL_TASKS[task] if pixels else PLANET_TASKS[task]
+    args = [f"--data.task={task}", f"--data.action_repeat={repeat}",
             f"--trainer.max_steps={ENV_STEPS // repeat - WARMUP}"]
+    if pixels and PIXEL_LR[task] is not None:
+        args += [f"--model.actor_lr={PIXEL_LR[task]}", f"--model.critic_lr={PIXEL_LR[task]}"]
+    return args
+
+
+def pixel_run_dir(variant: str, seed: int, tag: str, task: str) -> Path:
+    """The persistent training folder of one pixel run (checkpoints and TensorBoard events of every attempt)."""
+    return (PIXEL_RUN_DIRS if tag == "full" else PIXEL_RUN_DIRS / tag) / task / variant / f"seed{seed}"
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The ``last.ckpt`` an interrupted attempt left in ``run_dir`` (the newest, by update count), or None.
+
+    An attempt logs under ``lightning_logs/version_<k>/`` (a resumed one in its checkpoint's folder or a new
+    one), each with its own ``checkpoints/``: the ``last.ckpt`` with the most updates of them all is resumed.
+    """
+    import torch
+
+    best: tuple[int, float, Path] | None = None
+    for path in run_dir.glob("**/checkpoints/last.ckpt"):
+        try:
+            step = int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
+        except Exception:  # noqa: BLE001 - a checkpoint cut short while written: not one to resume from
+            continue
+        key = (step, path.stat().st_mtime, path)
+        best = key if best is None or key[:2] > best[:2] else best
+    return None if best is None else best[2]
+
+
+def _event_seconds(run_dir: Path) -> float:
+    """Training time of earlier attempts, estimated from their TensorBoard event wall times (first to last)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    total = 0.0
+    for path in event_files(run_dir):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        times = [e.wall_time for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)]
+        if times:
+            total += max(times) - min(times)
+    return total
 
 
 def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str = "cheetah-run") -> dict:
@@ -119,6 +197,8 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
     out = record_path(variant, seed, tag, task)
     if out.exists():
         return json.loads(out.read_text())
+    if variant in PIXEL_VARIANTS:
+        return run_pixel(variant, seed, max_steps, tag, task)
     args = ["fit", f"--config={CONFIG.relative_to(ROOT)}", f"--seed_everything={seed}",
             *task_arguments(task), *VARIANTS[variant]]
     if max_steps:
@@ -139,6 +219,54 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
     tmp_out = out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(result))
     os.replace(tmp_out, out)
+    print(f"  done {task} {variant} seed {seed}: final eval/return {result['scalars']['eval/return'][-1][1]:.1f} "
+          f"in {result['seconds'] / 60:.1f} min", flush=True)
+    return result
+
+
+def run_pixel(variant: str, seed: int, max_steps: int | None, tag: str, task: str) -> dict:
+    """Train one pixel run in its persistent folder, resuming an interrupted attempt; store and return it.
+
+    The folder keeps every attempt's TensorBoard events (``lightning_logs/version_<k>/``, merged in step order
+    by :func:`a2ls_lightning.plotting.read_scalars`, the latest write of a step winning) and checkpoints; once
+    the record is written its checkpoints and replay side files are deleted (the events stay).
+    """
+    out = record_path(variant, seed, tag, task)
+    args = ["fit", f"--config={PIXEL_CONFIG.relative_to(ROOT)}", f"--seed_everything={seed}",
+            *task_arguments(task, pixels=True), *VARIANTS[variant]]
+    if max_steps:
+        args.append(f"--trainer.max_steps={max_steps}")
+    run_dir = pixel_run_dir(variant, seed, tag, task)
+    ckpt = resume_checkpoint(run_dir) if run_dir.exists() else None
+    earlier = 0.0
+    if ckpt is None and run_dir.exists():
+        shutil.rmtree(run_dir)  # an attempt cut before its first checkpoint: its partial logs would mix in
+    elif ckpt is not None:
+        earlier = _event_seconds(run_dir)
+        print(f"  resuming {task} {variant} seed {seed} from {ckpt.relative_to(ROOT)}", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "a2ls_lightning.cli", *args, f"--trainer.default_root_dir={run_dir}",
+           *([f"--ckpt_path={ckpt}"] if ckpt else [])]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **PIXEL_ENV,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.setdefault("MUJOCO_GL", "egl")
+    start = time.time()
+    log_path = run_dir / f"attempt{len(list(run_dir.glob('attempt*.log')))}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, check=False, env=env, text=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:  # the next start of the suite resumes from the run's last.ckpt, if it wrote one
+        tail = "".join(log_path.read_text().splitlines(True)[-40:])
+        raise RuntimeError(f"{task} {variant} seed {seed} failed (rc {proc.returncode}; log {log_path}):\n{tail}")
+    seconds = time.time() - start
+    result = {"task": task, "variant": variant, "seed": seed, "seconds": seconds + earlier,
+              "seconds_this_attempt": seconds, "resumed_from": None if ckpt is None else str(ckpt.relative_to(ROOT)),
+              "command": " ".join(["python -m a2ls_lightning.cli", *args]), "scalars": _scalars(run_dir)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result))
+    os.replace(tmp_out, out)
+    for folder in run_dir.glob("**/checkpoints"):
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"  done {task} {variant} seed {seed}: final eval/return {result['scalars']['eval/return'][-1][1]:.1f} "
           f"in {result['seconds'] / 60:.1f} min", flush=True)
     return result
@@ -253,6 +381,81 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
         "against SAC's; with 3 seeds a side it is weak, so a large p means \"not shown\", not \"no difference\". "
         "No correction for the 18 comparisons.\n\n"
         f"{table}\n\n![curves]({png.name})\n")
+    return table
+
+
+def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> str:
+    """``docs/benchmark_pixels.md`` and ``.png`` from the stored pixel runs (partial or whole).
+
+    Per task and variant: final ``eval/return`` and AULC (mean ± std over seeds), the rank by AULC, the AULC's
+    difference to pixel SAC's with its Welch p-value, minutes per run, and the published full-size figure where
+    there is one (a different scale: shown for orientation, not comparable).
+    """
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in PIXEL_TASKS if t in tasks or any(
+        _seed_files(record_path(v, 0, tag, t).parent) for v in PIXEL_VARIANTS)]
+    results = {t: {v: [json.loads(p.read_text()) for p in _seed_files(record_path(v, 0, tag, t).parent)]
+                   for v in PIXEL_VARIANTS} for t in tasks}
+    curves = {t: {v: [_curve(r) for r in rs] for v, rs in by_v.items()} for t, by_v in results.items()}
+    lines = ["| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) "
+             "| rank by AULC | AULC − pixel SAC's | p (Welch) | minutes/run | published, full size, 100k steps "
+             "(final) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    complete, orders = 0, {}
+    for task, by_variant in curves.items():
+        stats = {v: summarize(c) for v, c in by_variant.items() if c}
+        aulcs = {v: [float(np.mean(y)) for _, y in c] for v, c in by_variant.items()}
+        order = sorted(stats, key=lambda v: -stats[v]["aulc_mean"])
+        orders[task] = order
+        for v in PIXEL_VARIANTS:
+            published = PUBLISHED.get((task, v), "–")
+            if v not in stats:
+                lines.append(f"| {task} ({PIXEL_TASKS[task]}) | {v} | 0 | – | – | – | – | – | – | {published} |")
+                continue
+            st = stats[v]
+            diff, p_value = _versus_sac(aulcs[v], aulcs["pixel_sac"], "sac" if v == "pixel_sac" else v)
+            minutes = np.mean([r["seconds"] for r in results[task][v]]) / 60
+            lines.append(f"| {task} ({PIXEL_TASKS[task]}) | {v} | {st['n']} | "
+                         f"{mean_std(st['final_mean'], st['final_std'], n=st['n'])} | "
+                         f"{mean_std(st['aulc_mean'], st['aulc_std'], n=st['n'])} | "
+                         f"{order.index(v) + 1} of {len(order)} | {diff} | {p_value} | {minutes:.0f} | {published} |")
+        complete += all(len(c) >= expected_seeds for c in by_variant.values())
+    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(6 * max(1, len(curves)), 4.2), squeeze=False)
+    for ax, (task, by_variant) in zip(axes[0], curves.items()):
+        plot_groups({v: c for v, c in by_variant.items() if c}, ax=ax, ylabel=EVAL_LABEL,
+                    xlabel="env steps (action repeats included)",
+                    title=f"{task} from pixels (repeat {PIXEL_TASKS[task]}), CPU scale")
+    fig.tight_layout()
+    png = ROOT / "docs" / f"benchmark_pixels{_suffix(tag)}.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    table = "\n".join(lines)
+    status = ("complete" if complete == len(curves) else
+              f"partial: {complete} of {len(curves)} tasks have {expected_seeds} seeds of every variant")
+    ordering = "\n".join(f"- {t}: " + " > ".join(o) for t, o in orders.items() if o)
+    variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
+                          for v in PIXEL_VARIANTS)
+    md = ROOT / "docs" / f"benchmark_pixels{_suffix(tag)}.md"
+    # What follows the marker (the speed of the pixel path, notes) is written by hand and kept as it is.
+    kept = md.read_text().split(KEEP_MARKER, 1) if md.exists() else []
+    kept_text = KEEP_MARKER + kept[1] if len(kept) == 2 else ""
+    md.write_text(
+        "# Learning benchmark: pixels at CPU scale (SAC, + CURL, + A2-winner)\n\n"
+        f"Measured by `python scripts/benchmark_learning.py --suite pixels{_seeds_flag()}` on this project's 2-core "
+        f"CPU machine (one thread per run); config `configs/{PIXEL_CONFIG.name}`: 64-pixel renders randomly cropped "
+        "to 56, frame stack 3, 4 conv layers of 16 filters, 256-wide actor and critics, batch 32, the papers' "
+        "action repeats and learning rates (2e-4 on cheetah-run, 1e-3 elsewhere), 100k env steps (1000 warm-up "
+        f"agent steps), evaluation every 10k env steps over 10 episodes. Status: {status}.\n\n"
+        "Variants (arguments added to the config; each auxiliary loss with its A2LS preset unchanged):\n\n"
+        f"{variants}\n\n"
+        "Final: the last evaluation's mean return over 10 episodes; AULC: the mean of the evaluation curve. Mean ± "
+        "std over seeds (population std); p (Welch): Welch's two-sided t-test of the per-seed AULCs against pixel "
+        "SAC's (weak with 3 seeds a side: a large p means \"not shown\"). **Published**: the papers' numbers at "
+        "100k env steps and *full size* (100-pixel renders cropped to 84, 32 filters, 1024-wide networks, batch "
+        "512), CURL from Laskin et al. 2020 and A2-winner from the A2LS paper: a different scale, beside ours for "
+        "orientation only; the ordering is what this protocol can test.\n\n"
+        f"{table}\n\nOrdering by AULC (mean over seeds):\n\n{ordering}\n\n![curves]({png.name})\n"
+        + (f"\n{kept_text}" if kept_text else ""))
     return table
 
 
@@ -371,7 +574,7 @@ def plot_weights(suite: str, tag: str) -> Path | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=sorted([*SUITES, "planet"]), default="core")
+    parser.add_argument("--suite", choices=sorted([*SUITES, "planet", "pixels"]), default="core")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--max-steps", type=int, default=None, help="fewer updates (a quick check, stored apart)")
@@ -379,6 +582,8 @@ def main() -> None:
     parser.add_argument("--compare", nargs="+", metavar="VARIANT", choices=sorted(VARIANTS),
                         help="also write docs/compare_<suite>.png/.md: these stored variants side by side")
     parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n interleaved parts of the job list")
+    parser.add_argument("--tasks", nargs="+", choices=list(PIXEL_TASKS), default=PIXEL_DEFAULT_TASKS,
+                        help="pixels suite: the tasks to run (default: cheetah-run cartpole-swingup)")
     args = parser.parse_args()
     tag = "full" if args.max_steps is None else f"steps{args.max_steps}"
     global REPORT_SEEDS
@@ -395,6 +600,18 @@ def main() -> None:
             with ThreadPoolExecutor(args.jobs) as pool:
                 list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
         print(planet_report(tag, expected_seeds=len(args.seeds)))
+        return
+    if args.suite == "pixels":
+        index, count = (int(x) for x in args.shard.split("/"))
+        # Seed-major order: a partial run covers every task and variant with the first seed before any second.
+        jobs = [(t, v, s) for s in args.seeds for t in args.tasks for v in PIXEL_VARIANTS]
+        todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
+        print(f"pixels: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run",
+              flush=True)
+        if not args.report_only:
+            with ThreadPoolExecutor(args.jobs) as pool:
+                list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+        print(pixels_report(tag, args.tasks, expected_seeds=len(args.seeds)))
         return
     if not args.report_only:
         jobs = [(v, s) for s in args.seeds for v in SUITES[args.suite]]
