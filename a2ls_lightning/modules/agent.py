@@ -161,9 +161,10 @@ class SACModule(pl.LightningModule):
     @property
     def required_slice_length(self) -> int:
         """States per replay slice this module needs: 2 for SAC, the longest auxiliary horizon + 1."""
-        from a2ls_lightning.modules.auxiliary import required_window
+        from a2ls_lightning.modules.auxiliary import AuxLossSpec, required_window
 
-        return max(2, required_window(self.aux_specs.values()))
+        # Experiment losses read state 0 only (and the critic's s_1): the SAC minimum covers them.
+        return max(2, required_window([s for s in self.aux_specs.values() if isinstance(s, AuxLossSpec)]))
 
     def build(self, obs_shape: tuple[int, ...], action_dim: int) -> None:
         """Create the networks for observations of ``obs_shape`` and ``action_dim`` actions (idempotent)."""
@@ -393,10 +394,15 @@ def init_defaults(cls: type) -> dict[str, Any]:
 def _coerce_aux_losses(aux_losses: Mapping[str, Any] | None) -> dict:
     if not aux_losses:
         return {}
+    from a2ls_lightning.modules.aux_spec import EXPERIMENT_LOSSES
     from a2ls_lightning.modules.auxiliary import AuxLossSpec
+    from a2ls_lightning.modules.harmful import ExperimentLossSpec
 
     out = {}
     for name, value in dict(aux_losses).items():
+        if isinstance(value, ExperimentLossSpec) or (isinstance(value, str) and value.strip() in EXPERIMENT_LOSSES):
+            out[str(name)] = value if isinstance(value, ExperimentLossSpec) else ExperimentLossSpec(value.strip())
+            continue
         try:
             out[str(name)] = AuxLossSpec.coerce(value)
         except ValueError as err:
@@ -408,5 +414,7 @@ def _build_aux_modules(specs: dict, feature_dim: int, action_dim: int, embed_act
     if not specs:
         return {}
     from a2ls_lightning.modules.auxiliary import AuxLoss
+    from a2ls_lightning.modules.harmful import ExperimentLossSpec, make_experiment_loss
 
-    return {name: AuxLoss(spec, feature_dim, action_dim, embed_actions_rewards) for name, spec in specs.items()}
+    return {name: make_experiment_loss(spec, feature_dim) if isinstance(spec, ExperimentLossSpec)
+            else AuxLoss(spec, feature_dim, action_dim, embed_actions_rewards) for name, spec in specs.items()}

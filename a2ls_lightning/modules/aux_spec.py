@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from a2ls_lightning.validation import did_you_mean
 
-__all__ = ["AuxLossSpec", "Element", "format_presets_table", "required_window"]
+__all__ = ["EXPERIMENT_LOSSES", "AuxLossSpec", "Element", "format_presets_table", "required_window"]
 
 
 #: Operator names, in the order the documentation lists them.
@@ -425,8 +425,16 @@ def required_window(specs: AuxLossSpec | Iterable[AuxLossSpec]) -> int:
     return max(horizons) + 1 if horizons else 0
 
 
+#: Auxiliary losses known to hurt, for experiments on weighting rules (see :mod:`a2ls_lightning.modules.harmful`).
+EXPERIMENT_LOSSES: dict[str, str] = {
+    "adversarial": "the negated critic loss through the shared encoder only (OL-AUX's harmful toy task)",
+    "noise_target": "regress a fixed random target per stored transition (memorisation)",
+}
+
+
 def format_presets_table() -> str:
-    """A plain-text table of the presets: name, horizon, inputs -> targets, operator."""
+    """A plain-text table of the presets: name, horizon, inputs -> targets, operator; then the experiment losses
+    known to hurt."""
     header = ("name", "horizon", "inputs -> targets", "operator")
     rows = [header]
     for name, spec in AuxLossSpec.presets().items():
@@ -435,5 +443,7 @@ def format_presets_table() -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    lines += ["", "Experiment losses, known to HURT (to test weighting rules, not to train agents):"]
+    lines += [f"  {name.ljust(14)}{text}" for name, text in EXPERIMENT_LOSSES.items()]
     return "\n".join(lines)
 

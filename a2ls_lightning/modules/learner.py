@@ -22,6 +22,7 @@ from torch import nn
 
 from a2ls_lightning.modules.augment import center_crop, random_crop
 from a2ls_lightning.modules.encoders import make_encoder
+from a2ls_lightning.modules.harmful import ExperimentLoss
 from a2ls_lightning.modules.sac import (
     Actor,
     Critic,
@@ -156,7 +157,14 @@ class SACLearner(nn.Module):
             main["temperature"] = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
             metrics["entropy"] = -log_prob.detach().mean()
         aux = {}
+        context = None
         for name, module in self.aux_losses.items():
+            if isinstance(module, ExperimentLoss):  # harmful on purpose (modules/harmful.py)
+                context = context or {"features": feats[:, 0], "action": action[:, 0].float(), "target_q": target_q,
+                                      "critic": self.critic, "episode": batch["episode"][:, 0],
+                                      "step": batch["step"][:, 0]}
+                aux[name] = module(context)
+                continue
             input_columns, target_columns = self.aux_columns[name]
             inputs, targets = feats[:, input_columns], target_feats[:, target_columns]
             h = module.spec.horizon
