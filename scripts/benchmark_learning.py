@@ -87,11 +87,25 @@ VARIANTS: dict[str, list[str]] = {
     "five_olaux_v01": [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
                        "--trainer.callbacks.log_main=false", "--trainer.callbacks.lr=5e-3"],
 }
+#: The harmful-loss suite: the five useful losses, two losses built to hurt (modules/harmful.py) and the two losses
+#: a single-seed search ranked first and second that lose to SAC on fresh seeds (docs/search_demo.md: the top one's
+#: AULC 84.2 ± 14.0 vs SAC's 88.6 ± 11.8 on seeds 101-103).
+NINE = ("{fwd: forward_dynamics, inv: inverse_dynamics, rew: reward_prediction, rec: state_reconstruction, "
+        "a2v: a2_winner_v, adv: adversarial, noise: noise_target, top1: 'h=1 s0,a0 -> s1,a0 mse', "
+        "top2: 'h=7 s4,a3,a5,r4 -> s1,s3,s6,r5 inner +neg'}")
+HARMFUL_RULES = {"fixed": "FixedWeights", "gradient_balancing": "GradientBalancing", "cosine_gating": "CosineGating",
+                 "olaux": "OLAux"}
+for _rule, _callback in HARMFUL_RULES.items():
+    VARIANTS[f"harmful_{_rule}"] = [f"--model.aux_losses={NINE}",
+                                    f"--trainer.callbacks+=a2ls_lightning.callbacks.{_callback}"]
+VARIANTS["harmful_olaux"].append("--trainer.callbacks.lr=1e-4")  # OL-AUX's default, named as in five_olaux
 SUITES = {
     "core": ["sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
     "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_lr5e-3",
               "five_olaux_log_critic", "five_olaux_v01"],
+    # The reference (five useful losses, fixed: shared with the olaux suite) first, then the rules on nine losses.
+    "harmful": ["five_fixed", *(f"harmful_{rule}" for rule in HARMFUL_RULES)],
 }
 #: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
