@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -232,11 +233,142 @@ def plot_groups(
     return fig
 
 
+def load_run(path: str | Path, tags: Iterable[str] | None = None) -> tuple[Scalars, str]:
+    """One run's scalars and task: a run folder (TensorBoard events; the task from its ``hparams.yaml`` or
+    ``config.yaml``, ``"unknown"`` if neither names one) or a benchmark record (``*.json`` with ``scalars`` and
+    ``task``, as ``scripts/benchmark_learning.py`` writes them)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".json":
+        import json
+
+        record = json.loads(path.read_text())
+        wanted = None if tags is None else set(tags)
+        scalars = {t: [(int(a), float(b)) for a, b in v] for t, v in record.get("scalars", {}).items()
+                   if wanted is None or t in wanted}
+        return scalars, str(record.get("task") or _task_of_command(str(record.get("command", ""))))
+    return read_scalars(path, tags=tags), run_task(path)
+
+
+def _task_of_command(command: str) -> str:
+    """The task of an ``a2ls fit`` command line (older records store no ``task``): ``--data.task=``, else the
+    ``data.task`` of its ``--config`` file (relative to the working folder), else ``"unknown"``."""
+    import re
+
+    import yaml
+
+    found = re.search(r"--data\.task[= ](\S+)", command)
+    if found:
+        return found.group(1)
+    config = re.search(r"--config[= ](\S+)", command)
+    if config and Path(config.group(1)).is_file():
+        task = ((yaml.safe_load(Path(config.group(1)).read_text()) or {}).get("data") or {}).get("task")
+        if task:
+            return str(task)
+    return "unknown"
+
+
+def run_task(run_dir: str | Path) -> str:
+    """The task a run folder trained on, from the ``hparams.yaml`` (Lightning's) or ``config.yaml`` (the CLI's)
+    under it; ``"unknown"`` when none names one."""
+    import yaml
+
+    for name in ("hparams.yaml", "config.yaml"):
+        for path in sorted(Path(run_dir).rglob(name)):
+            try:
+                values = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                continue
+            task = values.get("task") or (values.get("data") or {}).get("task")
+            if task:
+                return str(task)
+    return "unknown"
+
+
+def is_record(path: str | Path) -> bool:
+    """A benchmark record file (``*.json``)."""
+    return Path(path).is_file() and Path(path).suffix == ".json"
+
+
+def run_score(scalars: Scalars, score: str = "final", tag: str = "eval/return", x_tag: str = "eval/env_steps") -> float:
+    """A run's score: its last evaluation (``final``) or the mean of its evaluation curve (``aulc``)."""
+    _, y = eval_curve(scalars, tag, x_tag)
+    return float(y[-1] if score == "final" else np.mean(y))
+
+
+def aggregate_runs(groups: Mapping[str, Sequence[str | Path]], score: str = "final",
+                   reference: Mapping[str, float] | None = None, reps: int = 2000, seed: int = 0,
+                   tag: str = "eval/return", x_tag: str = "eval/env_steps") -> dict[str, Any]:
+    """IQM, mean, probability of improvement (``rliable``, see :mod:`a2ls_lightning.stats`) of groups of runs.
+
+    Args:
+        groups: ``{label: [run folder or record, ...]}``; the tasks of a group's runs stratify the bootstrap.
+        score: ``final`` (last evaluation) or ``aulc`` (mean over the evaluations).
+        reference: per-task normaliser (score / reference); a task not in it uses 1000, DMC's maximum return.
+        reps, seed: bootstrap replications and seed.
+
+    Returns:
+        ``{"groups": {label: {...}}`` as :func:`a2ls_lightning.stats.aggregate`, ``"tasks": [...]`` (common to all
+        groups), ``"dropped_tasks"``, ``"dropped_runs"``, ``"score"``, ``"reference"``, ``"scores"``:
+        ``{label: [runs, tasks]}`` normalised}.
+
+    Raises:
+        ValueError: ``score`` unknown, or no task common to all groups.
+    """
+    from a2ls_lightning.stats import DMC_MAX_RETURN, aggregate, score_matrix
+
+    if score not in ("final", "aulc"):
+        raise ValueError(f"score={score!r}; allowed: final, aulc")
+    reference = dict(reference or {})
+    per_group: dict[str, list[tuple[str, float]]] = {}
+    for label, paths in groups.items():
+        runs = []
+        for path in paths:
+            scalars, task = load_run(path, tags=(tag, x_tag))
+            if tag in scalars:
+                runs.append((task, run_score(scalars, score, tag, x_tag) / reference.get(task, DMC_MAX_RETURN)))
+        per_group[label] = runs
+    all_tasks = sorted({task for runs in per_group.values() for task, _ in runs})
+    tasks = [t for t in all_tasks if all(any(task == t for task, _ in runs) for runs in per_group.values())]
+    if not tasks:
+        raise ValueError("no task is common to every group (each group needs runs of the same tasks)")
+    matrices, dropped_runs = {}, {}
+    for label, runs in per_group.items():
+        matrices[label], dropped_runs[label] = score_matrix(runs, tasks)
+    return {"groups": aggregate(matrices, reps=reps, seed=seed), "tasks": tasks,
+            "dropped_tasks": [t for t in all_tasks if t not in tasks], "dropped_runs": dropped_runs,
+            "score": score, "reference": {t: reference.get(t, DMC_MAX_RETURN) for t in tasks},
+            "scores": {label: m.tolist() for label, m in matrices.items()}}
+
+
+def plot_performance_profiles(scores: Mapping[str, np.ndarray], out_png: str | Path, reps: int = 2000, seed: int = 0,
+                              xlabel: str = "normalised score τ", dpi: int = 110) -> Figure:
+    """rliable's score-distribution performance profiles (fraction of runs with score > τ, bootstrap 95% band)."""
+    from a2ls_lightning.stats import performance_profiles
+
+    high = max(1.0, max(float(np.max(m)) for m in scores.values()))
+    taus = np.linspace(0.0, high, 81)
+    profiles, bands = performance_profiles({k: np.asarray(v) for k, v in scores.items()}, taus, reps=reps, seed=seed)
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, profile in profiles.items():
+        (line,) = ax.plot(taus, profile, label=label)
+        ax.fill_between(taus, bands[label][0], bands[label][1], alpha=0.15, color=line.get_color())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=dpi)
+    return fig
+
+
 def group_curves(run_dirs: Iterable[str | Path], tag: str = "eval/return",
                  x_tag: str = "eval/env_steps") -> list[Curve]:
     """:func:`eval_curve` of each run folder (see :func:`read_scalars`)."""
     return [eval_curve(read_scalars(d, tags=(tag, x_tag)), tag, x_tag) for d in run_dirs]
 
 
-__all__ = ["Curve", "Scalars", "eval_curve", "event_files", "group_curves", "markdown_table", "mean_std", "plot_groups",
-           "read_scalars", "summarize"]
+__all__ = ["Curve", "Scalars", "aggregate_runs", "eval_curve", "event_files", "group_curves", "is_record", "load_run",
+           "markdown_table", "mean_std", "plot_groups", "plot_performance_profiles", "read_scalars", "run_score",
+           "run_task", "summarize"]

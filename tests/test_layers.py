@@ -20,7 +20,8 @@ PACKAGE = Path(a2ls_lightning.__file__).parent
 ALLOWED = {
     "validation": set(),
     "weighting": set(),
-    "plotting": set(),
+    "stats": set(),
+    "plotting": {"stats"},
     "files": set(),
     "quiet": set(),
     "data": {"validation", "files"},
@@ -28,8 +29,8 @@ ALLOWED = {
     "callbacks": {"validation", "weighting", "files"},
     "builder": {"validation", "weighting", "files", "data", "modules", "callbacks"},
     "search": {"validation", "weighting", "files", "data", "modules", "callbacks", "builder"},
-    "runs": {"validation", "weighting", "files", "plotting", "data", "modules", "callbacks", "builder"},
-    "cli": {"validation", "weighting", "files", "plotting", "data", "modules", "callbacks", "builder", "search",
+    "runs": {"validation", "weighting", "files", "plotting", "stats", "data", "modules", "callbacks", "builder"},
+    "cli": {"validation", "weighting", "files", "plotting", "stats", "data", "modules", "callbacks", "builder", "search",
             "runs"},
 }
 

@@ -208,3 +208,41 @@ def test_plotting_is_the_lowest_layer():
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not [m for m in imported if m.startswith("a2ls_lightning")], imported
     assert all(math.isfinite(v) for v in summarize([(np.ones(1), np.ones(1))]).values())
+
+
+def test_a2ls_plot_aggregate_equals_rliable_called_directly(runs, tmp_path, capsys):
+    import json
+
+    from rliable import library, metrics
+
+    from a2ls_lightning.cli import main
+
+    a, b = str(runs[0]["dir"]), str(runs[1]["dir"])
+    main(["plot", "--group", f"x={a}|{b}", "--group", f"y={a}", "--aggregate", "--reps", "300", "--seed", "4",
+          "--json", str(tmp_path / "agg.json"), "--out", str(tmp_path / "p.png")])
+    result = json.loads((tmp_path / "agg.json").read_text())
+    assert result["tasks"] == ["cheetah-run"] and (tmp_path / "p_profile.png").is_file()
+    x = np.array([[runs[0]["last"] / 1000], [runs[1]["last"] / 1000]])  # [runs, tasks]: the final evaluations
+    y = np.array([[runs[0]["last"] / 1000]])
+    points, intervals = library.get_interval_estimates(
+        {"x": x, "y": y}, lambda m: np.array([metrics.aggregate_iqm(m), metrics.aggregate_mean(m)]), reps=300,
+        random_state=np.random.RandomState(4))
+    for group in ("x", "y"):
+        assert result["groups"][group]["iqm"] == pytest.approx(points[group][0])
+        assert result["groups"][group]["mean_ci"] == pytest.approx(list(intervals[group][:, 1]))
+    p, ci = library.get_interval_estimates({"x\x00y": [x, y], "y\x00x": [y, x]}, metrics.probability_of_improvement,
+                                           reps=300, random_state=np.random.RandomState(4))
+    assert result["groups"]["x"]["p_improvement"]["y"] == pytest.approx([float(p["x\x00y"]), *ci["x\x00y"][:, 0]])
+    assert "P(group > x)" in capsys.readouterr().out
+
+
+def test_a2ls_plot_aggregate_without_rliable_says_what_to_install_in_one_line(runs, tmp_path, capsys, monkeypatch):
+    from a2ls_lightning.cli import main
+
+    monkeypatch.setitem(sys.modules, "rliable", None)  # an import of it now fails
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", "--group", str(runs[0]["dir"]), "--aggregate", "--out", str(tmp_path / "p.png")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "pip install 'a2ls_lightning[stats]'" in err[0]
+    assert not (tmp_path / "p.png").exists()

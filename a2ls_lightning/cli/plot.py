@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a group per folder, labelled by its name: its sub-folders holding event files are its "
                         "runs (the folder itself when none does)")
     parser.add_argument("--group", action="append", default=[], metavar="LABEL=GLOB",
-                        help="a group of runs: a glob of run folders (one run each; event files found recursively). "
-                        "Repeat for each group; a bare GLOB is its own label. Quote the glob for the shell.")
+                        help="a group of runs: a glob of run folders (one run each; event files found recursively) "
+                        "or of benchmark records (*.json); several globs joined with '|'. Repeat for each group; a "
+                        "bare GLOB is its own label. Quote the glob for the shell.")
     parser.add_argument("--tag", default="eval/return", help="scalar to compare (default: %(default)s)")
     parser.add_argument("--x-tag", default="eval/env_steps",
                         help="env-step scalar logged with --tag; the logged step (updates) when a run lacks it "
@@ -61,6 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--title", default="", help="plot title (default: none)")
     parser.add_argument("--ylabel", default=None, help="y-axis label (default: the --tag)")
     parser.add_argument("--digits", type=int, default=1, help="decimals in the table (default: %(default)s)")
+    stats = parser.add_argument_group(
+        "aggregates across tasks and seeds (rliable: pip install 'a2ls_lightning[stats]')")
+    stats.add_argument("--aggregate", action="store_true",
+                       help="also the IQM and mean of normalised scores with stratified-bootstrap 95%% CIs, the "
+                       "probability of improvement over --baseline, and performance profiles (<stem>_profile.png)")
+    stats.add_argument("--score", choices=("final", "aulc"), default="final",
+                       help="score of a run: its last evaluation or the mean of its evaluations (default: final)")
+    stats.add_argument("--reference", action="append", default=[], metavar="TASK=VALUE",
+                       help="normalise TASK's scores by VALUE (default: 1000, DMC's maximum return)")
+    stats.add_argument("--baseline", default=None, help="group the others are compared with (default: the first)")
+    stats.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default: %(default)s)")
+    stats.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    stats.add_argument("--json", default=None, metavar="FILE", help="write every aggregate figure to FILE (JSON)")
     return parser
 
 
@@ -74,13 +88,14 @@ def _split_group(spec: str) -> tuple[str, str]:
 
 
 def _group_runs(spec: str, pattern: str) -> list[Path]:
-    from a2ls_lightning.plotting import event_files
+    from a2ls_lightning.plotting import event_files, is_record
 
-    matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-    runs = [Path(m) for m in matches if Path(m).is_dir() and event_files(m)]
+    # Several globs may be joined with '|' (e.g. records of one variant kept in two folders).
+    matches = sorted({m for part in pattern.split("|") for m in glob.glob(os.path.expanduser(part), recursive=True)})
+    runs = [Path(m) for m in matches if is_record(m) or (Path(m).is_dir() and event_files(m))]
     if not runs:
         what = "no folder" if not matches else f"{len(matches)} path(s) but no folder"
-        raise ValueError(f"--group {spec}: matched {what} with TensorBoard event files")
+        raise ValueError(f"--group {spec}: matched {what} with TensorBoard event files (or benchmark record)")
     return runs
 
 
@@ -91,6 +106,9 @@ def _folder_runs(folder: str) -> list[Path]:
     path = Path(os.path.expanduser(folder))
     if not path.is_dir():
         raise ValueError(f"FOLDER {folder}: not a folder")
+    records = sorted(path.rglob("*.json"))  # a folder of benchmark records (docs/benchmarks/runs/...)
+    if records and not event_files(path):
+        return records
     runs = [sub for sub in sorted(path.iterdir()) if sub.is_dir() and event_files(sub)]
     if not runs and event_files(path):
         runs = [path]
@@ -113,28 +131,99 @@ def main(argv: list[str]) -> None:
         raise ValueError("give FOLDER arguments or --group LABEL=GLOB (see a2ls plot --help)")
     sources = [(*_split_group(spec), spec) for spec in args.group]
     sources += [(Path(folder.rstrip("/")).name or folder, folder, folder) for folder in args.folders]
-    from a2ls_lightning.plotting import eval_curve, markdown_table, plot_groups, read_scalars
+    reference = _references(args.reference)
+    if args.reps < 1:
+        raise ValueError(f"--reps={args.reps}: must be >= 1")
+    if args.aggregate:
+        from a2ls_lightning.stats import _rliable
+
+        _rliable()  # before any work: one line saying what to install
+    from a2ls_lightning.plotting import eval_curve, load_run, markdown_table, plot_groups
 
     groups: dict[str, list[Curve]] = {}
+    members: dict[str, list[Path]] = {}
     x_in_updates = False
     for label, pattern, spec in sources:
         if label in groups:
             raise ValueError(f"group {spec}: label {label!r} given twice")
         curves = []
         runs = _folder_runs(pattern) if spec in args.folders else _group_runs(spec, pattern)
+        kept = []
         for run in runs:
-            scalars = read_scalars(run, tags=(args.tag, args.x_tag))
+            scalars, _ = load_run(run, tags=(args.tag, args.x_tag))
             if args.tag not in scalars:
                 print(f"a2ls plot: skipping {run}: no {args.tag!r} scalars (it never evaluated; see --tag)")
                 continue
             x_in_updates |= args.x_tag not in scalars
             curves.append(eval_curve(scalars, args.tag, args.x_tag))
+            kept.append(run)
         if not curves:
             raise ValueError(f"group {spec}: none of its {len(runs)} run(s) has {args.tag!r} scalars (see --tag)")
         groups[label] = curves
+        members[label] = kept
+    if args.baseline is not None and args.baseline not in groups:
+        raise ValueError(f"--baseline {args.baseline}: not a group; groups: {', '.join(groups)}")
     xlabel = "env steps" + (" (updates where --x-tag was not logged)" if x_in_updates else "")
     plot_groups(groups, out, title=args.title, ylabel=args.ylabel or args.tag, xlabel=xlabel)
     table = markdown_table(groups, digits=args.digits)
-    out.with_suffix(".md").write_text(f"{table}\n\n![{args.tag}]({out.name})\n")
+    text = f"{table}\n\n![{args.tag}]({out.name})\n"
+    written = [out, out.with_suffix(".md")]
+    if args.aggregate:
+        section, extra = _aggregate_section(args, members, reference, out)
+        text += "\n" + section
+        written += extra
+    out.with_suffix(".md").write_text(text)
     print(table)
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    if args.aggregate:
+        print("\n" + section)
+    print(f"\nwrote {', '.join(map(str, written))}")
+
+
+def _references(specs: list[str]) -> dict[str, float]:
+    reference = {}
+    for spec in specs:
+        task, sep, value = spec.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not task or not number > 0:
+            raise ValueError(f"--reference {spec}: expected TASK=VALUE with VALUE > 0")
+        reference[task] = number
+    return reference
+
+
+def _aggregate_section(args: argparse.Namespace, members: dict[str, list[Path]], reference: dict[str, float],
+                       out: Path) -> tuple[str, list[Path]]:
+    """The Markdown section of the rliable aggregates, the profile PNG and the JSON (``--aggregate``)."""
+    import json
+
+    import numpy as np
+
+    from a2ls_lightning.plotting import aggregate_runs, plot_performance_profiles
+    from a2ls_lightning.stats import format_aggregate_table
+
+    result = aggregate_runs(members, score=args.score, reference=reference, reps=args.reps, seed=args.seed,
+                            tag=args.tag, x_tag=args.x_tag)
+    baseline = args.baseline or next(iter(members))
+    profile = out.with_name(f"{out.stem}_profile.png")
+    plot_performance_profiles({k: np.asarray(v) for k, v in result["scores"].items()}, profile, reps=args.reps,
+                              seed=args.seed)
+    notes = [f"score: {'last evaluation' if args.score == 'final' else 'mean of the evaluations (AULC)'} of "
+             f"{args.tag}, divided per task by {', '.join(f'{t} {v:g}' for t, v in result['reference'].items())}",
+             f"tasks: {', '.join(result['tasks'])}; stratified bootstrap, {args.reps} replications, seed {args.seed}"]
+    if result["dropped_tasks"]:
+        notes.append(f"left out (not in every group): {', '.join(result['dropped_tasks'])}")
+    dropped = {k: v for k, v in result["dropped_runs"].items() if v}
+    if dropped:
+        notes.append("runs left out to keep the same number per task: "
+                     + ", ".join(f"{k} {v}" for k, v in dropped.items()))
+    section = ("Aggregates (rliable): IQM and mean of normalised scores with 95% CIs; P(X > Y): probability that "
+               "a run of X scores higher than a run of Y on a random task.\n\n"
+               + "".join(f"- {note}\n" for note in notes) + "\n"
+               + format_aggregate_table(result["groups"], baseline) + f"\n\n![profiles]({profile.name})\n")
+    extra = [profile]
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: v for k, v in result.items()}, indent=1) + "\n")
+        extra.append(Path(args.json))
+    return section, extra
