@@ -47,12 +47,15 @@ def _fit(tmp_path, monkeypatch, stream: io.StringIO, bar: UpdateProgressBar | No
     bar = bar or UpdateProgressBar(refresh_rate=5)
     stopped = FitStopped(stream)
     lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level  # other test modules silence Lightning's info lines for the whole session
+    lightning_log.setLevel(logging.INFO)
     lightning_log.addHandler(stopped)
     try:
         trainer = tiny_trainer(tmp_path, MAX_STEPS, enable_progress_bar=True, callbacks=[bar])
         trainer.fit(tiny_module(encoder="mlp"), datamodule=tiny_data(warmup_steps=20, eval_interval=100))
     finally:
         lightning_log.removeHandler(stopped)
+        lightning_log.setLevel(level)
     assert stopped.line_ended == [True], "`Trainer.fit` stopped was written on the bar's line"
     return bar
 
