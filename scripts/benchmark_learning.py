@@ -394,8 +394,38 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
         "SAC's by more than the sum of the two stds. p (Welch): Welch's two-sided t-test of the per-seed AULCs "
         "against SAC's; with 3 seeds a side it is weak, so a large p means \"not shown\", not \"no difference\". "
         "No correction for the 18 comparisons.\n\n"
-        f"{table}\n\n![curves]({png.name})\n")
+        f"{table}\n\n![curves]({png.name})\n\n"
+        + aggregate_section({v: [p for task in PLANET_TASKS for p in _seed_files(record_path(v, 0, tag, task).parent)]
+                             for v in PLANET_VARIANTS}, f"benchmark_planet{_suffix(tag)}", "sac"))
     return table
+
+
+def aggregate_section(groups: dict[str, list[Path]], stem: str, baseline: str, reps: int = 2000) -> str:
+    """A report's "Aggregates" section: rliable's IQM and mean of normalised scores (score / 1000, DMC's maximum)
+    with stratified-bootstrap 95% CIs and P(variant > baseline), for the final return and for the AULC, and the
+    final return's performance profiles (``docs/<stem>_profile.png``); as ``a2ls plot --aggregate`` computes them.
+    """
+    from a2ls_lightning.plotting import aggregate_runs, plot_performance_profiles
+    from a2ls_lightning.stats import format_aggregate_table
+
+    groups = {k: v for k, v in groups.items() if v}
+    if len(groups) < 2:
+        return ""
+    parts, tasks = [], []
+    for score, label in (("final", "final eval/return"), ("aulc", "AULC")):
+        result = aggregate_runs(groups, score=score, reps=reps, seed=0)
+        tasks = result["tasks"]
+        parts.append(f"{label} / 1000:\n\n{format_aggregate_table(result['groups'], baseline)}\n")
+        if score == "final":
+            png = ROOT / "docs" / f"{stem}_profile.png"
+            plot_performance_profiles({k: np.asarray(v) for k, v in result["scores"].items()}, png, reps=reps)
+    return ("## Aggregates across tasks and seeds (rliable)\n\n"
+            f"Interquartile mean (IQM) and mean of normalised scores over {len(tasks)} task(s) "
+            f"({', '.join(tasks)}) × seeds, stratified-bootstrap 95% CIs ({reps} replications, seed 0); "
+            f"P(X > {baseline}): the probability that a run of X scores higher than a run of {baseline} on a random "
+            "task (rliable's `probability_of_improvement`), with its CI. An interval that contains 0.5 shows no "
+            "ordering. The same figures from the command line: `a2ls plot --aggregate` on the records.\n\n"
+            + "\n".join(parts) + f"\n![performance profiles]({stem}_profile.png)\n")
 
 
 def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> str:
@@ -533,7 +563,8 @@ def report(suite: str, tag: str) -> str:
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
                   f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
-                  + weights)
+                  + weights + "\n" + aggregate_section({v: _seed_files(RUNS / tag / v) for v in SUITES[suite]},
+                                                        f"benchmark_{suite}{_suffix(tag)}", SUITES[suite][0]))
     return table
 
 
