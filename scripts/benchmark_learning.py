@@ -476,7 +476,7 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
     table = "\n".join(lines)
     status = ("complete" if complete == len(curves) else
               f"partial: {complete} of {len(curves)} tasks have {expected_seeds} seeds of every variant")
-    ordering = "\n".join(f"- {t}: " + " > ".join(o) for t, o in orders.items() if o)
+    ordering = "\n".join(f"- {t}: " + " > ".join(o) for t, o in orders.items() if o) or "(no runs recorded yet)"
     variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
                           for v in PIXEL_VARIANTS)
     md = ROOT / "docs" / f"benchmark_pixels{_suffix(tag)}.md"
