@@ -99,6 +99,8 @@ for _rule, _callback in HARMFUL_RULES.items():
     VARIANTS[f"harmful_{_rule}"] = [f"--model.aux_losses={NINE}",
                                     f"--trainer.callbacks+=a2ls_lightning.callbacks.{_callback}"]
 VARIANTS["harmful_olaux"].append("--trainer.callbacks.lr=1e-4")  # OL-AUX's default, named as in five_olaux
+# RL-AUX's column (per-example weights): run it with --variants harmful_rlaux once the callback is installed.
+VARIANTS["harmful_rlaux"] = [f"--model.aux_losses={NINE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
 SUITES = {
     "core": ["sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
@@ -450,7 +452,9 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
         stats = {v: summarize(c) for v, c in by_variant.items() if c}
         aulcs = {v: [float(np.mean(y)) for _, y in c] for v, c in by_variant.items()}
         order = sorted(stats, key=lambda v: -stats[v]["aulc_mean"])
-        orders[task] = order
+        # A2LS's headline is A2-winner against CURL: their AULC difference and its Welch p-value, per task.
+        headline = _versus_sac(aulcs["pixel_a2_winner"], aulcs["pixel_curl"], "pixel_a2_winner")
+        orders[task] = (order, headline)
         for v in PIXEL_VARIANTS:
             published = PUBLISHED.get((task, v), "–")
             if v not in stats:
@@ -476,7 +480,9 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
     table = "\n".join(lines)
     status = ("complete" if complete == len(curves) else
               f"partial: {complete} of {len(curves)} tasks have {expected_seeds} seeds of every variant")
-    ordering = "\n".join(f"- {t}: " + " > ".join(o) for t, o in orders.items() if o) or "(no runs recorded yet)"
+    ordering = "\n".join(
+        f"- {t}: " + " > ".join(o) + (f" (A2-winner's AULC − CURL's: {h[0]}, p {h[1]})" if h[0] != "–" else "")
+        for t, (o, h) in orders.items() if o) or "(no runs recorded yet)"
     variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
                           for v in PIXEL_VARIANTS)
     md = ROOT / "docs" / f"benchmark_pixels{_suffix(tag)}.md"
@@ -498,7 +504,9 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
         "100k env steps and *full size* (100-pixel renders cropped to 84, 32 filters, 1024-wide networks, batch "
         "512), CURL from Laskin et al. 2020 and A2-winner from the A2LS paper: a different scale, beside ours for "
         "orientation only; the ordering is what this protocol can test.\n\n"
-        f"{table}\n\nOrdering by AULC (mean over seeds):\n\n{ordering}\n\n![curves]({png.name})\n"
+        f"{table}\n\nOrdering by AULC (mean over seeds):\n\n{ordering}\n\n![curves]({png.name})\n\n"
+        + aggregate_section({v: [p for t in curves for p in _seed_files(record_path(v, 0, tag, t).parent)]
+                             for v in PIXEL_VARIANTS}, f"benchmark_pixels{_suffix(tag)}", "pixel_sac")
         + (f"\n{kept_text}" if kept_text else ""))
     return table
 
@@ -563,9 +571,48 @@ def report(suite: str, tag: str) -> str:
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
                   f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
-                  + weights + "\n" + aggregate_section({v: _seed_files(RUNS / tag / v) for v in SUITES[suite]},
-                                                        f"benchmark_{suite}{_suffix(tag)}", SUITES[suite][0]))
+                  + weights + (harmful_section(tag) if suite == "harmful" else "")
+                  + "\n" + aggregate_section({v: _seed_files(RUNS / tag / v) for v in _report_variants(suite, tag)},
+                                              f"benchmark_{suite}{_suffix(tag)}", SUITES[suite][0]))
     return table
+
+
+def _report_variants(suite: str, tag: str) -> list[str]:
+    """The suite's variants, and RL-AUX's harmful-loss column once it has records."""
+    extra = ["harmful_rlaux"] if suite == "harmful" and _results("harmful_rlaux", tag) else []
+    return [*SUITES[suite], *extra]
+
+
+def harmful_section(tag: str) -> str:
+    """What each rule recovers, with two losses built to hurt and two that a one-seed search over-rated among the
+    nine: its AULC (and final return) as a fraction of the reference's (five useful losses, fixed weights), and
+    the gain over SAC it keeps, ``(rule − SAC) / (reference − SAC)``, from the per-variant means."""
+    def means(variant: str) -> tuple[float, float, int] | None:
+        results = _results(variant, tag)
+        if not results:
+            return None
+        s = summarize([_curve(r) for r in results])
+        return s["aulc_mean"], s["final_mean"], s["n"]
+
+    reference, sac = means("five_fixed"), means("sac")
+    if reference is None:
+        return ""
+    rows = ["| rule (nine losses) | seeds | AULC / reference's | final / reference's | gain over SAC kept (AULC) |",
+            "|---|---|---|---|---|"]
+    for variant in [*(f"harmful_{r}" for r in HARMFUL_RULES), "harmful_rlaux"]:
+        m = means(variant)
+        if m is None:
+            rows.append(f"| {variant} | 0 | – | – | – |")
+            continue
+        kept = (f"{(m[0] - sac[0]) / (reference[0] - sac[0]):.2f}" if sac and reference[0] != sac[0] else "–")
+        rows.append(f"| {variant} | {m[2]} | {m[0] / reference[0]:.2f} | {m[1] / reference[1]:.2f} | {kept} |")
+    return ("\n## What each rule recovers\n\nReference: `five_fixed` (the five useful losses at weight 1, "
+            f"{reference[2]} seeds: AULC {reference[0]:.1f}, final {reference[1]:.1f})"
+            + (f"; SAC ({sac[2]} seeds): AULC {sac[0]:.1f}" if sac else "") + ". The nine losses add `adv` "
+            "(adversarial: minus the critic loss's gradient on the encoder), `noise` (a fixed random target per "
+            "transition), and `top1`/`top2`, the single-seed search's best two (`docs/search_demo.md`), which lose "
+            "to SAC on fresh seeds. Expected from OL-AUX's paper (§5.1): fixed weights lose much, OL-AUX recovers "
+            "most of it.\n\n" + "\n".join(rows) + "\n")
 
 
 def compare(variants: list[str], suite: str, tag: str) -> str:
