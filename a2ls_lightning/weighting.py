@@ -6,6 +6,14 @@ Below both :mod:`a2ls_lightning.modules` (which calls the contract) and :mod:`a2
 - exposes ``shared_parameters()``: the parameters shared by the main and the auxiliary losses (the encoder);
 - backpropagates ``self.aux_weighting.combine(main_loss, aux_losses, shared_parameters)`` in ``training_step``.
 
+Per-example losses: a value of ``aux_losses`` may be a ``[B]`` tensor (one loss per example), and ``combine`` takes
+an optional keyword ``example_features``, a ``[B, D]`` detached description of each example. A rule that is not
+per-example (``per_example = False``, every rule but RL-AUX) first reduces each ``[B]`` loss by ``.mean()``
+(:func:`mean_per_example_losses`), so it behaves exactly as with the scalar. A module computes per-example losses
+only for a rule with ``per_example = True`` (reading the attribute with ``getattr(rule, "per_example", False)``)
+and declares that it can, with a class attribute ``per_example_losses = True``; a rule that needs more of a
+module (RL-AUX: ``heldout_main_loss()``) checks for it in its ``setup``.
+
 A weighting callback installs itself as ``pl_module.aux_weighting`` in ``setup``; with none, the module uses
 :class:`UnitWeights`. Under DDP a rule must take the same decision on every rank (reduce what it measures).
 """
@@ -26,9 +34,11 @@ class AuxWeightingProtocol(Protocol):
     def weights(self) -> dict[str, float]:
         """Current weight per auxiliary-loss name (empty before the first ``combine``)."""
 
-    def combine(self, main_loss: Tensor, aux_losses: Mapping[str, Tensor],
-                shared_parameters: Iterable[Tensor]) -> Tensor:
-        """The scalar loss to backpropagate, from the scalar main loss and ``name → scalar`` auxiliary losses."""
+    def combine(self, main_loss: Tensor, aux_losses: Mapping[str, Tensor], shared_parameters: Iterable[Tensor], *,
+                example_features: Tensor | None = None) -> Tensor:
+        """The scalar loss to backpropagate, from the scalar main loss and ``name → scalar`` (or ``[B]``, one
+        per example) auxiliary losses; ``example_features``: optional ``[B, D]`` detached, for per-example
+        rules."""
 
     def after_update(self) -> None:
         """Called once after every optimizer update (a rule that learns its weights updates them here)."""
@@ -56,12 +66,15 @@ class UnitWeights:
     def weights(self) -> dict[str, float]:
         return dict.fromkeys(self._names, 1.0)
 
-    def combine(self, main_loss: Tensor, aux_losses: Mapping[str, Tensor],
-                shared_parameters: Iterable[Tensor]) -> Tensor:
+    #: Wants scalar losses: ``[B]`` ones are reduced by their mean.
+    per_example = False
+
+    def combine(self, main_loss: Tensor, aux_losses: Mapping[str, Tensor], shared_parameters: Iterable[Tensor], *,
+                example_features: Tensor | None = None) -> Tensor:
         if not aux_losses:
             return main_loss
         self._names = list(aux_losses)
-        return main_loss + sum(aux_losses.values())
+        return main_loss + sum(mean_per_example_losses(aux_losses).values())
 
     def after_update(self) -> None:
         pass
@@ -71,3 +84,9 @@ class UnitWeights:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass
+
+
+def mean_per_example_losses(aux_losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``name → scalar``: each ``[B]`` per-example loss replaced by its mean; scalars are passed through as they are
+    (the very tensors: a rule given scalars computes exactly what it computed before per-example losses existed)."""
+    return {name: loss.mean() if loss.ndim else loss for name, loss in aux_losses.items()}

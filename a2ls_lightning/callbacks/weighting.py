@@ -33,13 +33,17 @@ from a2ls_lightning.callbacks.gradients import (
     dot_with_main,
 )
 from a2ls_lightning.validation import check_choice, check_number
+from a2ls_lightning.weighting import mean_per_example_losses
 
 
 class AuxWeighting(pl.Callback):
     """Base class of the weighting callbacks (they implement :class:`~a2ls_lightning.weighting.AuxWeightingProtocol`):
     turns a main loss and named auxiliary losses into the loss to backpropagate.
 
-    Subclasses implement :meth:`_combine`. ``weights`` maps each auxiliary-loss name to its current weight;
+    Subclasses implement :meth:`_combine`. A rule with ``per_example = False`` (the default) sees scalar losses
+    only: ``[B]`` per-example losses are reduced by their mean before ``_combine`` (bit-identical to the module
+    passing the mean). A rule with ``per_example = True`` gets them as they come, and ``_combine`` also receives
+    ``example_features=`` (``[B, D]`` or ``None``). ``weights`` maps each auxiliary-loss name to its current weight;
     it is logged as ``aux_weight/<name>`` on the steps where Lightning writes logs (``log_every_n_steps``).
     """
 
@@ -53,25 +57,37 @@ class AuxWeighting(pl.Callback):
         """Current weight per auxiliary-loss name (empty before the first ``combine``)."""
         return dict(self._weights)
 
+    #: Whether the rule weighs each example (it then gets ``[B]`` losses and ``example_features``); ``False``:
+    #: every ``[B]`` loss is reduced by its mean first, and a module need not compute per-example losses at all.
+    per_example: bool = False
+
     def combine(
-        self, main_loss: Tensor, aux_losses: Mapping[str, Tensor], shared_parameters: Iterable[Tensor]
+        self, main_loss: Tensor, aux_losses: Mapping[str, Tensor], shared_parameters: Iterable[Tensor], *,
+        example_features: Tensor | None = None,
     ) -> Tensor:
         """The loss to backpropagate.
 
         Args:
             main_loss: scalar main loss (the critic loss in SAC).
-            aux_losses: ``name → scalar`` auxiliary losses.
+            aux_losses: ``name → scalar`` auxiliary losses, or ``[B]`` per-example losses (reduced by the mean
+                unless the rule is ``per_example``).
             shared_parameters: the parameters shared by the main and auxiliary losses (the encoder).
+            example_features: ``[B, D]`` detached description of each example (per-example rules only).
 
         Returns:
             A scalar tensor; its backward gives the parameters the gradient of this rule.
         """
         if not aux_losses:
             return main_loss
+        if not self.per_example:
+            aux_losses = mean_per_example_losses(aux_losses)
         names = list(aux_losses)
         for name in names:
             if name not in self._weights:
                 self._weights[name] = self._initial_weight(name)
+        if self.per_example:
+            return self._combine(main_loss, [aux_losses[n] for n in names], names, list(shared_parameters),
+                                 example_features=example_features)
         return self._combine(main_loss, [aux_losses[n] for n in names], names, list(shared_parameters))
 
     def _initial_weight(self, name: str) -> float:

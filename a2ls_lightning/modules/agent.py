@@ -36,6 +36,11 @@ from a2ls_lightning.weighting import AuxWeightingProtocol, UnitWeights
 class SACModule(pl.LightningModule):
     """Soft actor-critic with optional A2LS auxiliary losses; defaults are the A2LS/CURL hyperparameters.
 
+    For a per-example weighting rule (``per_example = True``: ``RLAux``) each auxiliary loss is computed per
+    example (``[B]``, one per replay window) and the rule gets the online features of each window's first state as
+    ``example_features`` (``[B, feature_dim]``); :meth:`heldout_main_loss` scores a second replay batch. Every other
+    rule runs the code path it always ran.
+
     Args:
         encoder: observation encoder: ``pixel`` (conv, for pixels), ``mlp``, ``ofe`` or ``identity`` (state).
         feature_dim: encoder output width (50 in CURL/A2LS).
@@ -156,6 +161,10 @@ class SACModule(pl.LightningModule):
         self._params: list[torch.nn.Parameter] | None = None
         self._losses_fn = None  # learner.losses, or its torch.compile'd form (``compile``); set in build()
         self._graphed: GraphedUpdate | None = None  # ``cudagraphs``: made at the first update
+        self._heldout: tuple[Any, int] | None = None  # (batch, seed) of heldout_main_loss, kept for resample=False
+
+    #: Can give per-example auxiliary losses and example features (the weighting contract, weighting.py).
+    per_example_losses = True
 
     # --- construction --------------------------------------------------------------------------------
     @property
@@ -288,12 +297,22 @@ class SACModule(pl.LightningModule):
         # A rule that walks each loss's own graph cannot see through a compiled or captured graph: it gets the
         # eager losses and the eager update.
         per_loss = getattr(self.aux_weighting, "needs_loss_graphs", False)
-        if hp.cudagraphs and not per_loss:
+        # A per-example rule (RL-AUX) gets [B] losses from the eager learner; every other rule takes the path below
+        # the `if`, untouched (bit-identical to a module without per-example losses).
+        per_example = getattr(self.aux_weighting, "per_example", False)
+        if hp.cudagraphs and not per_loss and not per_example:
             self._graphed_step(batch, update, update_actor)
             return
-        losses_fn = self.learner.losses if per_loss else self._losses_fn
-        main, aux, metrics = losses_fn(batch, update_actor=update_actor)
-        critic = self.aux_weighting.combine(main["critic"], aux, self.shared_parameters())
+        if per_example:
+            main, aux, metrics = self.learner.losses(batch, update_actor=update_actor, per_example=True)
+            features = metrics.pop("example_features")  # [B, F], detached
+            critic = self.aux_weighting.combine(main["critic"], aux, self.shared_parameters(),
+                                                example_features=features)
+            aux = {name: loss.detach().mean() for name, loss in aux.items()}  # the guard and the logs take scalars
+        else:
+            losses_fn = self.learner.losses if per_loss else self._losses_fn
+            main, aux, metrics = losses_fn(batch, update_actor=update_actor)
+            critic = self.aux_weighting.combine(main["critic"], aux, self.shared_parameters())
         total = critic + main.get("actor", 0.0) + main.get("temperature", 0.0)
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
@@ -306,6 +325,34 @@ class SACModule(pl.LightningModule):
         if update % hp.target_update_freq == 0:
             self.learner.update_targets(hp.critic_tau, hp.encoder_tau)
         self._after_update(update, main, aux, metrics)
+
+    @torch.no_grad()
+    def heldout_main_loss(self, resample: bool = True) -> torch.Tensor:
+        """The critic loss on a held-out replay batch with the current networks: a scalar tensor, no grad.
+
+        ``resample=True`` draws a new batch (``replay.sample()``, the replay's own seeded generator, so resumes
+        stay exact) and keeps it; ``resample=False`` scores the kept batch again. Each batch gets a fixed seed
+        (from the update count and the rank) under which the random operations (pixel crops, the next action's
+        sample) run in a forked generator: the values before and after an update see the same crops and samples,
+        so their difference measures the update, not sampling noise, and the global generator is left as it was.
+        Run in the Trainer's precision context (as ``training_step``). "Held out": drawn apart from the training
+        batch (not excluded from training: it may share transitions with past or future training batches).
+
+        Cost (only the critic's forward on one batch, see :meth:`SACLearner.main_loss`): on the CPU benchmark
+        config (``configs/benchmark_cheetah_state_cpu.yaml``: mlp encoder, hidden 256, batch 256, one thread)
+        HELDOUT_COST.
+        """
+        if resample or self._heldout is None:
+            if not resample:
+                raise RuntimeError("heldout_main_loss(resample=False) before any held-out batch was drawn")
+            batch = self.trainer.datamodule.replay.sample().to(self.device)
+            seed = (7919 * (self.trainer.global_step + 1) + 104729 * self.global_rank) % (2**31)
+            self._heldout = (batch, seed)
+        batch, seed = self._heldout
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.trainer.precision_plugin.forward_context():
+            torch.manual_seed(seed)
+            return self.learner.main_loss(batch).detach().float()
 
     def graphed_update(self, optimizer: torch.optim.Optimizer, weighting: AuxWeightingProtocol) -> GraphedUpdate:
         """This module's whole update (losses, ``weighting``, backward, ``optimizer`` step, target EMA) as a

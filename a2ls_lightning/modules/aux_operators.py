@@ -40,7 +40,8 @@ from a2ls_lightning.modules.aux_spec import OPERATOR_ALIASES, OPERATORS, canonic
 
 __all__ = ["OPERATORS", "OPERATOR_ALIASES", "canonical_operator", "operator_loss"]
 
-def _diagonal_cross_entropy(diagonal: Tensor) -> Tensor:
+
+def _diagonal_cross_entropy(diagonal: Tensor, reduction: str = "mean") -> Tensor:
     """Cross-entropy of the official "negatives removed" logits, in O(B) instead of O(B²).
 
     The official code builds a B×B logit matrix holding ``diagonal`` on its diagonal and zeros
@@ -51,14 +52,16 @@ def _diagonal_cross_entropy(diagonal: Tensor) -> Tensor:
         diagonal: ``[B]`` positive-pair scores ``d_i``.
 
     Returns:
-        Scalar mean over the batch.
+        Scalar mean over the batch (``reduction="mean"``) or the ``[B]`` rows (``"none"``).
     """
     batch_size = diagonal.shape[0]
     if batch_size == 1:
         # A single logit: its softmax is 1 and the cross-entropy 0 (keep the graph for backward).
-        return (diagonal * 0.0).sum()
+        zero = diagonal * 0.0
+        return zero.sum() if reduction == "mean" else zero
     log_off_diagonal = diagonal.new_tensor(math.log(batch_size - 1))
-    return (torch.logaddexp(diagonal, log_off_diagonal) - diagonal).mean()
+    rows = torch.logaddexp(diagonal, log_off_diagonal) - diagonal
+    return rows.mean() if reduction == "mean" else rows
 
 
 def _scores(
@@ -89,6 +92,7 @@ def operator_loss(
     target: Tensor,
     negatives: bool = False,
     bilinear_weight: Tensor | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
     """Loss of ``operator`` between a batch of predictions and targets.
 
@@ -98,9 +102,13 @@ def operator_loss(
         target: ``[B, D]`` targets; treated as given (the caller detaches them).
         negatives: contrast each pair against the other ``B - 1`` samples of the batch.
         bilinear_weight: ``[D, D]`` matrix ``W``; required for ``bilinear`` only.
+        reduction: ``"mean"``: the batch mean (a scalar); ``"none"``: one loss per example, ``[B]`` (each row's
+            loss; with negatives, row ``i`` still contrasts against the other rows). The mean of the ``"none"``
+            result equals the ``"mean"`` result up to float rounding. The ``"mean"`` path is a separate, unchanged
+            code path, so existing runs are bit for bit what they were.
 
     Returns:
-        A float32 scalar, whatever the input dtype or autocast state.
+        A float32 scalar (``"mean"``) or ``[B]`` (``"none"``), whatever the input dtype or autocast state.
 
     Examples:
         >>> p = torch.randn(8, 5)
@@ -108,7 +116,11 @@ def operator_loss(
         0.0
         >>> operator_loss("cosine", p, torch.randn(8, 5), negatives=True).shape
         torch.Size([])
+        >>> operator_loss("mse", p, torch.randn(8, 5), reduction="none").shape
+        torch.Size([8])
     """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction={reduction!r} is not allowed; allowed: mean, none")
     operator = canonical_operator(operator)
     if prediction.ndim != 2 or prediction.shape != target.shape:
         raise ValueError(
@@ -117,6 +129,8 @@ def operator_loss(
         )
     with torch.autocast(device_type=prediction.device.type, enabled=False):
         prediction, target = prediction.float(), target.float()
+        if reduction == "none":
+            return _per_example_loss(operator, prediction, target, negatives, bilinear_weight)
         labels = torch.arange(prediction.shape[0], device=prediction.device)
         if operator == "mse":
             if not negatives:
@@ -138,3 +152,23 @@ def operator_loss(
         # The official code subtracts each row's max first; cross_entropy is invariant to it and
         # already stable, so it is not repeated here.
         return F.cross_entropy(scores, labels) if negatives else _diagonal_cross_entropy(scores)
+
+
+def _per_example_loss(operator: str, prediction: Tensor, target: Tensor, negatives: bool,
+                      bilinear_weight: Tensor | None) -> Tensor:
+    """``[B]`` per-example losses of :func:`operator_loss` (float32 inputs, autocast off); kept apart from the
+    batch-mean path so that path stays the code it was (bit-identical results for every existing run)."""
+    labels = torch.arange(prediction.shape[0], device=prediction.device)
+    if operator == "mse":
+        if not negatives:
+            return (prediction - target).pow(2).mean(dim=1)  # F.mse_loss averages over B·D = mean of row means
+        logits = 2.0 * prediction @ target.T - target.pow(2).sum(dim=1)[None, :]
+        return F.cross_entropy(logits, labels, reduction="none")
+    if operator == "nmse":
+        prediction, target = F.normalize(prediction, dim=1), F.normalize(target, dim=1)
+        positive = (prediction - target).pow(2).mean(dim=1)
+        if not negatives:
+            return positive
+        return positive - (prediction - target.roll(1, dims=0)).pow(2).mean(dim=1)
+    scores = _scores(operator, prediction, target, bilinear_weight, pairwise=negatives)
+    return F.cross_entropy(scores, labels, reduction="none") if negatives else _diagonal_cross_entropy(scores, "none")

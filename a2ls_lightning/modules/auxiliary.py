@@ -231,7 +231,10 @@ class AuxLoss(nn.Module):
         target_states: Tensor | None,
         actions: Tensor,
         rewards: Tensor,
+        reduction: str = "mean",
     ) -> Tensor:
-        """The loss; arguments as in :meth:`predict`. Returns a float32 scalar (also under autocast)."""
+        """The loss; arguments as in :meth:`predict`. Returns a float32 scalar (also under autocast), or with
+        ``reduction="none"`` the ``[B]`` per-example losses (each window's loss; see :func:`operator_loss`)."""
         prediction, target = self.predict(input_states, target_states, actions, rewards)
-        return operator_loss(self.spec.operator, prediction, target, self.spec.negatives, self.bilinear)
+        return operator_loss(self.spec.operator, prediction, target, self.spec.negatives, self.bilinear,
+                             reduction=reduction)

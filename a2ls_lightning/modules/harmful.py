@@ -49,13 +49,14 @@ class ExperimentLossSpec:
 
 
 class ExperimentLoss(nn.Module):
-    """Base class: ``forward(context) -> scalar loss`` where ``context`` holds (for a batch of ``B`` windows)
+    """Base class: ``forward(context, reduction="mean") -> scalar loss`` (``reduction="none"``: ``[B]``, one loss
+    per example, whose mean is the scalar up to float rounding) where ``context`` holds (for a batch of ``B`` windows)
     ``features [B, F]`` (online encoder, state 0), ``action [B, A]``, ``target_q [B, 1]`` (detached),
     ``critic`` (the module), ``episode [B]`` and ``step [B]`` (the transition's ids)."""
 
     spec: ExperimentLossSpec
 
-    def forward(self, context: Mapping[str, Any]) -> Tensor:  # pragma: no cover - abstract
+    def forward(self, context: Mapping[str, Any], reduction: str = "mean") -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -71,11 +72,15 @@ class AdversarialLoss(ExperimentLoss):
         super().__init__()
         self.spec = ExperimentLossSpec("adversarial")
 
-    def forward(self, context: Mapping[str, Any]) -> Tensor:
+    def forward(self, context: Mapping[str, Any], reduction: str = "mean") -> Tensor:
         critic = context["critic"]
         frozen = {name: p.detach() for name, p in critic.named_parameters()}
         q1, q2 = functional_call(critic, frozen, (context["features"], context["action"]))
-        loss = critic_loss(q1, q2, context["target_q"])
+        if reduction == "none":  # [B]: each example's critic loss (the batch mean is critic_loss)
+            target = context["target_q"]
+            loss = ((q1 - target).pow(2) + (q2 - target).pow(2)).reshape(-1)
+        else:
+            loss = critic_loss(q1, q2, context["target_q"])
         return 2.0 * loss.detach() - loss
 
 
@@ -104,9 +109,11 @@ class NoiseTargetLoss(ExperimentLoss):
         key = episode.to(torch.float64) * 1009.0 + step.to(torch.float64)
         return torch.sin(key[:, None] * self.frequency + self.phase).float()
 
-    def forward(self, context: Mapping[str, Any]) -> Tensor:
+    def forward(self, context: Mapping[str, Any], reduction: str = "mean") -> Tensor:
         target = self.target(context["episode"].reshape(-1), context["step"].reshape(-1))
         prediction = self.predictor(context["features"]).float()
+        if reduction == "none":  # [B]: each example's squared error, averaged over the target's elements
+            return (prediction - target.to(prediction.device)).pow(2).mean(dim=1)
         return nn.functional.mse_loss(prediction, target.to(prediction.device))
 
 

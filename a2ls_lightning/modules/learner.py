@@ -125,17 +125,22 @@ class SACLearner(nn.Module):
         feats = encoder.head(trunk)
         return trunk.unflatten(0, (b, n)), feats.unflatten(0, (b, n))
 
-    def losses(self, batch: Mapping[str, torch.Tensor], update_actor: bool) -> tuple[dict, dict, dict]:
+    def losses(self, batch: Mapping[str, torch.Tensor], update_actor: bool,
+               per_example: bool = False) -> tuple[dict, dict, dict]:
         """Compute every loss of one update.
 
         Args:
             batch: ``observation [B, L, ...]``, ``action [B, L, A]``, ``reward [B, L, 1]``,
                 ``terminated [B, L, 1]`` (step ``t``'s action, reward and ``terminated`` belong to ``t → t+1``).
             update_actor: also compute the actor and temperature losses.
+            per_example: auxiliary losses per example (``[B]``: each window's loss, reduced over its time steps
+                and elements only), for a per-example weighting rule; ``metrics`` then also holds
+                ``example_features``, ``[B, F]``, the online features of state 0, detached (what the rule sees of
+                each example). Off: the code path of every other rule, unchanged.
 
         Returns:
             ``(main, aux, metrics)``: ``main`` has ``critic`` (and ``actor``, ``temperature``) scalar losses,
-            ``aux`` ``{name: scalar}``, ``metrics`` detached scalars for logging.
+            ``aux`` ``{name: scalar}`` (``[B]`` with ``per_example``), ``metrics`` detached scalars for logging.
         """
         obs, action, reward = batch["observation"], batch["action"], batch["reward"]
         not_terminal = 1.0 - batch["terminated"][:, 0].float()
@@ -163,13 +168,36 @@ class SACLearner(nn.Module):
                 context = context or {"features": feats[:, 0], "action": action[:, 0].float(), "target_q": target_q,
                                       "critic": self.critic, "episode": batch["episode"][:, 0],
                                       "step": batch["step"][:, 0]}
-                aux[name] = module(context)
+                aux[name] = module(context, reduction="none") if per_example else module(context)
                 continue
             input_columns, target_columns = self.aux_columns[name]
             inputs, targets = feats[:, input_columns], target_feats[:, target_columns]
             h = module.spec.horizon
-            aux[name] = module(inputs, targets, action[:, :h].float(), reward[:, :h].float())
+            if per_example:
+                aux[name] = module(inputs, targets, action[:, :h].float(), reward[:, :h].float(), reduction="none")
+            else:
+                aux[name] = module(inputs, targets, action[:, :h].float(), reward[:, :h].float())
+        if per_example:
+            metrics["example_features"] = feats[:, 0].detach()
         return main, aux, metrics
+
+    def main_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The critic loss alone on ``batch`` (``[B, L]`` as in :meth:`losses`), a scalar: what a held-out batch
+        is scored with. Only the states the critic needs are encoded (state 0 online; state 1 by the target
+        encoder, and by the online trunk for the next action), none of the auxiliary losses' inputs: a held-out
+        evaluation costs a fraction of an update's forward pass. Same random operations as the critic part of
+        :meth:`losses` (pixel crops, the next action's sample), drawn from the global generator."""
+        obs, action, reward = batch["observation"], batch["action"], batch["reward"]
+        not_terminal = 1.0 - batch["terminated"][:, 0].float()
+        _, feats = self._encode(self.encoder, obs, [0])
+        _, target_feats = self._encode(self.target_encoder, obs, [1])
+        next_trunk = self.encoder.trunk(self._prepare(obs[:, 1], train=True))
+        next_action, next_log_prob = self.actor(self.actor_head(next_trunk))
+        tq1, tq2 = self.target_critic(target_feats[:, 0], next_action)
+        alpha = self.log_alpha.exp().float()
+        target_q = soft_target(reward[:, 0].float(), not_terminal, tq1, tq2, next_log_prob, alpha, self.discount)
+        q1, q2 = self.critic(feats[:, 0], action[:, 0])
+        return critic_loss(q1, q2, target_q)
 
     @torch.no_grad()
     def update_targets(self, critic_tau: float, encoder_tau: float) -> None:
