@@ -1,9 +1,10 @@
-"""Pluggable behaviour as Lightning callbacks: auxiliary-loss weighting (the weighting contract, OL-AUX), a
+"""Pluggable behaviour as Lightning callbacks: auxiliary-loss weighting (the weighting contract, OL-AUX, RL-AUX), a
 progress bar in updates and env steps, and graceful preemption (save and stop on a signal)."""
 
 from a2ls_lightning.callbacks.olaux import OLAux
 from a2ls_lightning.callbacks.preemption import GracefulPreemption, Preempted
 from a2ls_lightning.callbacks.progress import UpdateProgressBar
+from a2ls_lightning.callbacks.rlaux import RLAux
 from a2ls_lightning.callbacks.weighting import (
     AuxWeighting,
     CosineGating,
@@ -13,4 +14,4 @@ from a2ls_lightning.callbacks.weighting import (
 )
 
 __all__ = ["AuxWeighting", "CosineGating", "FixedWeights", "GracefulPreemption", "GradientBalancing", "OLAux",
-           "Preempted", "UpdateProgressBar", "default_weighting"]
+           "Preempted", "RLAux", "UpdateProgressBar", "default_weighting"]

@@ -1,0 +1,293 @@
+"""RL-AUX: per-example weights learned from the held-out reward (toy), the reward, exact resume, DDP, the SAC module."""
+
+import logging
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from a2ls_lightning.callbacks import RLAux
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+# --- a toy: linear regression with one shared parameter; odd examples carry an opposing auxiliary loss ------------
+class Toy:
+    """``y = w*·x``; every update starts from the same ``θ`` (a one-step bandit with a steady signal). Auxiliary loss
+    of example ``b``: its main loss (helpful) or ``2·sg(l) − l`` (gradient minus the main one's) when ``b`` is odd;
+    the policy sees ``[x, bit]``."""
+
+    def __init__(self, dim: int = 4, batch: int = 16) -> None:
+        torch.manual_seed(0)
+        self.w_star, self.batch_size = torch.randn(dim), batch
+        self.theta = torch.zeros(dim, requires_grad=True)
+        self.generator = torch.Generator().manual_seed(1)
+        self.optimizer = torch.optim.SGD([self.theta], lr=0.002)
+        self.kept = None
+
+    def sample(self, n):
+        x = torch.randn(n, self.w_star.shape[0], generator=self.generator)
+        return x, x @ self.w_star
+
+    def heldout_main_loss(self, resample: bool = True) -> torch.Tensor:
+        if resample:
+            self.kept = self.sample(256)
+        x, y = self.kept
+        with torch.no_grad():
+            return ((x @ self.theta - y) ** 2).mean()
+
+    def step(self, rule: RLAux) -> torch.Tensor:
+        with torch.no_grad():
+            self.theta.copy_(self.w_star + 1.0)
+        x, y = self.sample(self.batch_size)
+        bad = torch.arange(self.batch_size) % 2 == 1
+        per = (x @ self.theta - y) ** 2  # [B]
+        aux = torch.where(bad, 2 * per.detach() - per, per)
+        features = torch.cat([x, bad.float()[:, None]], 1)  # [B, D + 1]
+        total = rule.combine(per.mean(), {"aux": aux}, [self.theta], example_features=features)
+        self.optimizer.zero_grad()
+        total.backward()
+        self.optimizer.step()
+        rule.after_update()
+        return features
+
+    def expected_weights(self, rule: RLAux, features: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            p = torch.softmax(rule.policy.weight_logits(features), -1)  # [B, 1, bins]
+            return (p * rule.factors).sum(-1)[:, 0]
+
+
+def test_learns_low_weights_for_exactly_the_examples_whose_aux_loss_opposes_the_main_one():
+    toy, rule = Toy(), RLAux(lr=3e-3, seed=0)
+    rule.attach(toy)
+    for _ in range(1500):
+        features = toy.step(rule)
+    w = toy.expected_weights(rule, features)
+    bad = features[:, -1] == 1
+    assert w[~bad].min() > 4 * w[bad].max(), (w[~bad], w[bad])  # every helpful example above every harmful one
+    assert w[~bad].mean() > 15 and w[bad].mean() < 4
+
+
+def test_reward_is_the_heldout_loss_before_minus_after_the_update():
+    toy, rule = Toy(), RLAux(lr=1e-2)
+    rule.attach(toy)
+    seen = []
+    original = toy.heldout_main_loss
+    toy.heldout_main_loss = lambda resample=True: seen.append(original(resample)) or seen[-1]
+    toy.step(rule)
+    theta_after = toy.theta.detach().clone()
+    x, y = toy.kept
+    before_by_hand = ((x @ (toy.w_star + 1.0) - y) ** 2).mean()
+    after_by_hand = ((x @ theta_after - y) ** 2).mean()
+    assert len(seen) == 2 and torch.equal(seen[0], before_by_hand) and torch.equal(seen[1], after_by_hand)
+    assert float(rule._last["reward"]) == pytest.approx(float(before_by_hand - after_by_hand), rel=1e-6)
+    assert rule.metrics()["rlaux/reward"] == pytest.approx(float(before_by_hand - after_by_hand), rel=1e-6)
+
+
+def test_state_dict_round_trip_mid_training_continues_exactly(tmp_path):
+    def run(toy, rule, steps):
+        for _ in range(steps):
+            features = toy.step(rule)
+        return features
+
+    straight_toy, straight = Toy(), RLAux(lr=1e-2, seed=3)
+    straight.attach(straight_toy)
+    run(straight_toy, straight, 40)
+
+    toy, first = Toy(), RLAux(lr=1e-2, seed=3)
+    first.attach(toy)
+    run(toy, first, 20)
+    torch.save({"rule": first.state_dict(), "gen": toy.generator.get_state()}, tmp_path / "s.pt")
+    saved = torch.load(tmp_path / "s.pt", weights_only=False)
+    resumed_toy, resumed = Toy(), RLAux(lr=1e-2, seed=3)
+    resumed_toy.generator.set_state(saved["gen"])
+    resumed.load_state_dict(saved["rule"])
+    resumed.attach(resumed_toy)
+    run(resumed_toy, resumed, 20)
+    for a, b in zip(resumed.policy.parameters(), straight.policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.weights == straight.weights
+    torch.testing.assert_close(resumed._stats, straight._stats, rtol=0, atol=0)
+
+
+def test_validation_pass_uses_the_most_likely_bins_and_learns_nothing():
+    toy, rule = Toy(), RLAux()
+    rule.attach(toy)
+    toy.step(rule)
+    state = {k: v.clone() for k, v in rule.policy.state_dict().items()}
+    x, y = toy.sample(8)
+    with torch.no_grad():
+        total = rule.combine(torch.tensor(1.0), {"aux": torch.ones(8)}, [], example_features=torch.zeros(8, 5))
+    assert rule._pending is None and total > 1.0
+    for k, v in rule.policy.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"mode": "label"}, "RLAux.mode='label'"), ({"bins": 1}, "RLAux.bins=1"), ({"min_factor": 0}, "RLAux.min_factor"),
+    ({"max_factor": 0.1}, "RLAux.max_factor"), ({"lr": 0}, "RLAux.lr"), ({"entropy_coef": -1}, "RLAux.entropy_coef"),
+    ({"baseline_decay": 1.0}, "RLAux.baseline_decay"), ({"reward_every": 0}, "RLAux.reward_every"),
+])
+def test_bad_settings_are_refused_in_one_line(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(")) as info:
+        RLAux(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_a_module_without_the_hooks_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="heldout_main_loss"):
+        RLAux().attach(object())
+    with pytest.raises(ValueError, match="declares none"):
+        RLAux(mode="labels").attach(Toy())
+    with pytest.raises(ValueError, match="per-example auxiliary losses"):
+        toy, rule = Toy(), RLAux()
+        rule.attach(toy)
+        rule.combine(torch.tensor(1.0), {"aux": torch.tensor(2.0)}, [], example_features=torch.zeros(4, 5))
+
+
+def test_labels_mode_picks_allowed_slots_and_learns():
+    class Labelled(Toy):
+        def aux_label_slots(self):
+            return {"aux": 6}
+
+        def aux_loss_names(self):
+            return ["aux"]
+
+    toy, rule = Labelled(), RLAux(mode="labels+weights", lr=1e-2)
+    rule.attach(toy)
+    features = torch.randn(16, 5)
+    allowed = torch.zeros(16, 6, dtype=torch.bool)
+    allowed[:, :3] = True
+    toy.heldout_main_loss(True)
+    labels = rule.choose_labels("aux", features, allowed)
+    assert labels.shape == (16,) and labels.dtype == torch.long and (labels < 3).all()
+    total = rule.combine(torch.tensor(1.0, requires_grad=True), {"aux": torch.ones(16, requires_grad=True)}, [],
+                         example_features=features)
+    total.backward()
+    rule.after_update()
+    assert len(rule._log_probs) == 0 and rule._rewards_seen == 1
+
+
+# --- Lightning: a tiny module, DDP ----------------------------------------------------------------------------
+class TinyModule(pl.LightningModule):
+    """Shared encoder, main head, one per-example auxiliary head; batch of update ``t`` on rank ``r`` from seed
+    ``1000·t + r``; ``heldout_main_loss`` on a batch from seed ``10⁶ + …``."""
+
+    per_example_losses = True
+
+    def __init__(self, out_dir: str | None = None) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+        self.automatic_optimization = False
+        torch.manual_seed(0)
+        self.encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+        self.main_head, self.aux_head = nn.Linear(8, 1), nn.Linear(8, 2)
+        self.aux_weighting = None
+        self._kept = None
+
+    def shared_parameters(self):
+        return list(self.encoder.parameters())
+
+    def data(self, seed: int, n: int = 16):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 4, generator=g)
+        return x, x.sum(1, keepdim=True).sin(), torch.randn(n, 2, generator=g)
+
+    def heldout_main_loss(self, resample: bool = True) -> torch.Tensor:
+        if resample:
+            self._kept = self.data(10**6 + 1000 * self.global_step + self.global_rank, 64)
+        x, y, _ = self._kept
+        with torch.no_grad():
+            return (self.main_head(self.encoder(x)) - y).pow(2).mean()
+
+    def training_step(self, batch, batch_idx):
+        x, y, ya = self.data(1000 * self.global_step + self.global_rank)
+        z = self.encoder(x)
+        main = (self.main_head(z) - y).pow(2).mean()
+        aux = {"a": (self.aux_head(z) - ya).pow(2).mean(1)}  # [B]
+        total = self.aux_weighting.combine(main, aux, self.shared_parameters(), example_features=x)
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(total)
+        optimizer.step()
+
+    def on_train_end(self):
+        if self.out_dir:
+            torch.save({"state": self.aux_weighting.state_dict(),
+                        "params": {k: v.detach().cpu() for k, v in self.state_dict().items()}},
+                       f"{self.out_dir}/rank{self.global_rank}.pt")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(1000, 1), batch_size=1)
+
+
+def fit(module, callback, steps, ckpt_path=None, **trainer_kwargs):
+    kwargs = {"max_steps": steps, "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+              "enable_progress_bar": False, "enable_model_summary": False}
+    kwargs.update(trainer_kwargs)
+    trainer = pl.Trainer(callbacks=[callback], **kwargs)
+    trainer.fit(module, ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_trainer_checkpoint_resume_is_exact(tmp_path):
+    straight, rule = TinyModule(), RLAux(lr=1e-2)
+    fit(straight, rule, 8)
+    first = RLAux(lr=1e-2)
+    trainer = fit(TinyModule(), first, 4)
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    resumed, fresh = TinyModule(), RLAux(lr=1e-2)
+    fit(resumed, fresh, 8, ckpt_path=tmp_path / "mid.ckpt")
+    for a, b in zip(fresh.policy.parameters(), rule.policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(resumed.parameters(), straight.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_ddp_two_ranks_hold_identical_policies(tmp_path):
+    fit(TinyModule(out_dir=str(tmp_path)), RLAux(lr=1e-2), 5, strategy="ddp_spawn", devices=2)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert rank0["state"]["rewards_seen"] == 5
+    for key, value in rank0["state"]["policy"].items():
+        torch.testing.assert_close(rank1["state"]["policy"][key], value, rtol=0, atol=0)
+    torch.testing.assert_close(rank0["state"]["stats"], rank1["state"]["stats"], rtol=0, atol=0)
+    for key, value in rank0["params"].items():  # and DDP kept the module identical too
+        torch.testing.assert_close(rank1["params"][key], value, rtol=0, atol=0)
+
+
+# --- the real SACModule ----------------------------------------------------------------------------------------
+def test_rlaux_trains_the_sac_module_and_logs(make_module, make_data, make_trainer, tmp_path):
+    import csv
+
+    rule = RLAux(lr=1e-2)
+    module = make_module(aux_losses={"fwd": "forward_dynamics", "adv": "adversarial", "noise": "noise_target"})
+    trainer = make_trainer(12, callbacks=[rule], log_every_n_steps=4,
+                           logger=pl.loggers.CSVLogger(tmp_path, name="", version=""))
+    trainer.fit(module, make_data(eval_episodes=0))
+    assert trainer.global_step == 12 and module.aux_weighting is rule and rule._rewards_seen == 12
+    assert set(rule.weights) == {"fwd", "adv", "noise"} and all(0.125 <= w <= 32 for w in rule.weights.values())
+    with open(tmp_path / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("rlaux/reward")]
+    assert rows and rows[-1]["rlaux/mean_weight/fwd"] and rows[-1]["aux_weight/adv"] and rows[-1]["rlaux/entropy"]
+
+
+def test_sac_heldout_main_loss_repeats_exactly_without_resampling(make_module, make_data, make_trainer):
+    module = make_module()
+    trainer = make_trainer(2)
+    trainer.fit(module, make_data(eval_episodes=0))
+    rng = torch.get_rng_state()
+    first = module.heldout_main_loss(resample=True)
+    assert torch.equal(module.heldout_main_loss(resample=False), first)  # same batch, crops and samples
+    assert torch.equal(torch.get_rng_state(), rng)  # the global generator is untouched
+    assert first.shape == () and not first.requires_grad
+
+
+def test_labels_modes_are_refused_for_the_sac_module(make_module, make_data, make_trainer):
+    with pytest.raises(ValueError, match="declares none"):
+        make_trainer(2, callbacks=[RLAux(mode="labels")]).fit(make_module(aux_losses={"fwd": "forward_dynamics"}),
+                                                              make_data(eval_episodes=0))
