@@ -17,6 +17,9 @@ on one batch sampled from a real state cheetah-run replay, the CPU-sized network
 ``configs/benchmark_cheetah_state_cpu.yaml``.
 
     python scripts/benchmark_olaux_cost.py --module --threads 1 --clock cpu --rounds 5 --updates 300
+
+``--module`` also times ``RLAux`` (per-example weights; its reward needs two held-out critic evaluations per update,
+the batch drawn from the real replay) and ``RLAux`` with ``reward_every=4``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from a2ls_lightning.callbacks import (
     FixedWeights,
     GradientBalancing,
     OLAux,
+    RLAux,
 )
 
 OBS, ACTION, FEATURES, AUX_LOSSES, BATCH = 17, 6, 50, 5, 256
@@ -118,7 +122,8 @@ RULES = {
 
 FIVE = {"fwd": "forward_dynamics", "inv": "inverse_dynamics", "rew": "reward_prediction",
         "rec": "state_reconstruction", "a2v": "a2_winner_v"}
-MODULE_RULES = {"FixedWeights": lambda: FixedWeights(1.0), "OLAux": lambda: OLAux()}
+MODULE_RULES = {"FixedWeights": lambda: FixedWeights(1.0), "OLAux": lambda: OLAux(), "RLAux": lambda: RLAux(),
+                "RLAux (reward_every=4)": lambda: RLAux(reward_every=4)}
 
 
 def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
@@ -144,6 +149,9 @@ def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
     base.build(source.observation_shape, source.action_dim)
     times: dict[str, list[float]] = {name: [] for name in MODULE_RULES}
 
+    class WithReplay(FixedBatchData):  # RLAux's held-out batches come from the real replay
+        replay = source.replay
+
     class Clock(pl.Callback):  # the loop itself, not the Trainer's set-up
         def on_train_start(self, *_):
             self.start = clock()
@@ -157,7 +165,7 @@ def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
             trainer = pl.Trainer(max_steps=updates, logger=TensorBoardLogger(tempfile.mkdtemp()),
                                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                                  accelerator="cpu", devices=1, log_every_n_steps=50, callbacks=[rule(), timer])
-            trainer.fit(copy.deepcopy(base), FixedBatchData(source, batch, updates))
+            trainer.fit(copy.deepcopy(base), WithReplay(source, batch, updates))
             times[name].append(timer.seconds / updates * 1e3)
     return times
 
@@ -171,7 +179,7 @@ def main() -> None:
                         help="wall-clock time, or this process's CPU time (steadier on a busy machine)")
     parser.add_argument("--rules", default=",".join(RULES), help=f"comma-separated subset of: {', '.join(RULES)}")
     parser.add_argument("--module", action="store_true",
-                        help="time SACModule.training_step in a Trainer (FixedWeights vs OLAux) instead")
+                        help="time SACModule.training_step in a Trainer (FixedWeights vs OLAux vs RLAux) instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time

@@ -20,6 +20,7 @@ TINY = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidd
         "--data.capacity=300", "--data.warmup_steps=40", "--data.eval_episodes=1", "--trainer.max_steps=5",
         "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
 OLAUX = "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux"
+RLAUX = "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"
 FWD = "--model.aux_losses={fwd: forward_dynamics}"
 
 CASES = [
@@ -73,6 +74,11 @@ CASES = [
     # callbacks
     ([OLAUX, "--trainer.callbacks.lr=.inf", FWD], "OLAux.lr=inf"),
     ([OLAUX, "--trainer.callbacks.bogus=1", FWD], "bogus"),
+    ([RLAUX, "--trainer.callbacks.bins=1", FWD], "RLAux.bins=1"),
+    ([RLAUX, "--trainer.callbacks.max_factor=0.1", FWD], "RLAux.max_factor=0.1"),
+    ([RLAUX, "--trainer.callbacks.mode=weight", FWD], "RLAux: mode: Expected a typing.Literal"),
+    ([RLAUX, "--trainer.callbacks.mode=labels", FWD], "SACModule declares none"),
+    ([RLAUX, "--trainer.callbacks.reward_every=0", FWD], "RLAux.reward_every=0"),
     (["--trainer.callbacks+=a2ls_lightning.callbacks.NoSuchCallback"], "NoSuchCallback"),
     (["--trainer.callbacks+=a2ls_lightning.callbacks.OLAx", FWD],
      "trainer.callbacks: a2ls_lightning.callbacks.OLAx: module 'a2ls_lightning.callbacks' has no attribute 'OLAx'; "

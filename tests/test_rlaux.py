@@ -291,3 +291,19 @@ def test_labels_modes_are_refused_for_the_sac_module(make_module, make_data, mak
     with pytest.raises(ValueError, match="declares none"):
         make_trainer(2, callbacks=[RLAux(mode="labels")]).fit(make_module(aux_losses={"fwd": "forward_dynamics"}),
                                                               make_data(eval_episodes=0))
+
+
+def test_a_few_updates_through_the_real_a2ls_fit(tmp_path, capsys):
+    from a2ls_lightning.cli import main
+
+    args = ["fit", "--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16",
+            "--data.batch_size=16", "--data.capacity=300", "--data.warmup_steps=40", "--data.eval_episodes=0",
+            "--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+            "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}",
+            "--model.aux_losses={fwd: forward_dynamics, adv: adversarial}",
+            "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux", "--trainer.callbacks.reward_every=2",
+            "--trainer.callbacks.lr=0.01"]
+    try:
+        main(args)
+    except SystemExit as exit_:
+        assert not exit_.code, capsys.readouterr().err[-2000:]

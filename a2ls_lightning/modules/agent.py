@@ -339,8 +339,10 @@ class SACModule(pl.LightningModule):
         batch (not excluded from training: it may share transitions with past or future training batches).
 
         Cost (only the critic's forward on one batch, see :meth:`SACLearner.main_loss`): on the CPU benchmark
-        config (``configs/benchmark_cheetah_state_cpu.yaml``: mlp encoder, hidden 256, batch 256, one thread)
-        HELDOUT_COST.
+        config (``configs/benchmark_cheetah_state_cpu.yaml``: mlp encoder, hidden 256, batch 256, five auxiliary
+        losses, one thread, CPU time) 2.6 ms per call with ``resample=True`` (0.1 ms of it the replay draw), 2.3 ms
+        with ``resample=False``, against 14.1 ms for a whole FixedWeights ``training_step``: the two calls of an
+        RL-AUX update are about a third of an update.
         """
         if resample or self._heldout is None:
             if not resample:
