@@ -113,3 +113,32 @@ def test_a_refused_run_leaves_no_empty_folders(tmp_path, capsys):
         main(["fit", "--data.batch_size=0", f"--trainer.default_root_dir={root}", "--trainer.max_steps=5"])
     assert stop.value.code == 2 and "batch_size=0" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_video_every_records_evaluation_episodes_during_fit(tmp_path):
+    out = a2ls("fit", *TINY, "--trainer.max_steps=60", "--data.video_every=2", "--trainer.default_root_dir=v",
+               cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    videos = sorted((tmp_path / "v" / "lightning_logs" / "version_0" / "videos").iterdir())
+    # evaluations at 400 and 800 env steps (the last, at the end): every 2nd one and the last are recorded
+    assert [v.name for v in videos] == ["eval_000000800.mp4"]
+    assert count_frames(videos[0]) == 126
+
+
+def test_resume_compares_resolved_settings(tmp_path, capsys):
+    import shutil
+
+    from test_bad_input import run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(DATA, run_dir)
+    # The checkpoint recorded action_repeat: null (cheetah's default, 4); an explicit 4 means the same.
+    code, stderr = run(["fit", f"--config={run_dir / 'config.yaml'}", "--data.action_repeat=4",
+                        "--trainer.max_steps=61", f"--trainer.default_root_dir={tmp_path / 'out'}",
+                        f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], capsys)
+    assert code == 0, stderr[-2000:]
+    assert "differ" not in stderr
+    code, stderr = run(["fit", f"--config={run_dir / 'config.yaml'}", "--data.action_repeat=2",
+                        "--trainer.max_steps=61", f"--trainer.default_root_dir={tmp_path / 'out2'}",
+                        f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], capsys)
+    assert code == 2 and "data.action_repeat=2 (checkpoint: 4)" in stderr
