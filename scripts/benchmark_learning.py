@@ -1,8 +1,10 @@
 """Learning benchmark: state cheetah-run, 100k env steps (action repeat 4), CPU-sized networks, several seeds.
 
-Every (variant, seed) is a real ``a2ls fit`` run of ``configs/benchmark_cheetah_state_cpu.yaml`` in its own process;
-its evaluation curve is kept as JSON under ``docs/benchmarks/runs/`` so an interrupted benchmark resumes where it
-stopped and suites share runs (plain SAC is the baseline of all three). The summary table (mean ± std of the last
+Every (variant, seed) is a real ``a2ls fit`` run of ``configs/benchmark_cheetah_state_cpu.yaml`` in its own process,
+trained by the package's per-seed runner (``a2ls_lightning.runs.run_seed``, as ``a2ls fit --seeds``) in a persistent
+folder under ``runs/benchmarks/``, so an interrupted run resumes from its ``last.ckpt``; its evaluation curve is kept
+as JSON under ``docs/benchmarks/runs/`` so an interrupted benchmark resumes where it stopped and suites share runs
+(plain SAC is the baseline of all three). The summary table (mean ± std of the last
 ``eval/return`` and of the area under the evaluation curve) goes to ``docs/benchmark_<suite>.md`` and the curves to
 ``docs/benchmark_<suite>.png``, both drawn and computed by :mod:`a2ls_lightning.plotting` (as ``a2ls plot`` does).
 
@@ -39,10 +41,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,6 +127,8 @@ PUBLISHED = {("cheetah-run", "pixel_curl"): "299 ± 48", ("cartpole-swingup", "p
 KEEP_MARKER = "<!-- written by hand below: kept when the report is regenerated -->"
 #: The pixel runs' persistent training folders (``/runs/`` is git-ignored): an interrupted run resumes there.
 PIXEL_RUN_DIRS = ROOT / "runs" / "benchmarks" / "pixels"
+#: The state runs' persistent training folders.
+RUN_DIRS = ROOT / "runs" / "benchmarks" / "state"
 #: glibc keeps freed large tensors instead of unmapping them, so each update does not page-fault its images in
 #: again (measured by scripts/benchmark_pixel_speed.py: most for A2-winner, whose target encoder reads 4 states
 #: per sample; see docs/benchmark_pixels.md). Speed only: no numerical change.
@@ -170,28 +170,11 @@ def task_arguments(task: str, pixels: bool = False) -> list[str]:
     return args
 
 
-def pixel_run_dir(variant: str, seed: int, tag: str, task: str) -> Path:
-    """The persistent training folder of one pixel run (checkpoints and TensorBoard events of every attempt)."""
-    return (PIXEL_RUN_DIRS if tag == "full" else PIXEL_RUN_DIRS / tag) / task / variant / f"seed{seed}"
-
-
-def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The ``last.ckpt`` an interrupted attempt left in ``run_dir`` (the newest, by update count), or None.
-
-    An attempt logs under ``lightning_logs/version_<k>/`` (a resumed one in its checkpoint's folder or a new
-    one), each with its own ``checkpoints/``: the ``last.ckpt`` with the most updates of them all is resumed.
-    """
-    import torch
-
-    best: tuple[int, float, Path] | None = None
-    for path in run_dir.glob("**/checkpoints/last.ckpt"):
-        try:
-            step = int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
-        except Exception:  # noqa: BLE001 - a checkpoint cut short while written: not one to resume from
-            continue
-        key = (step, path.stat().st_mtime, path)
-        best = key if best is None or key[:2] > best[:2] else best
-    return None if best is None else best[2]
+def run_folder(variant: str, seed: int, tag: str, task: str) -> Path:
+    """The persistent training folder of one run (its checkpoints and TensorBoard events, every attempt's):
+    ``runs/benchmarks/[pixels/]<tag>/<task>/<variant>/seed<n>`` (``/runs/`` is git-ignored)."""
+    base = PIXEL_RUN_DIRS if variant in PIXEL_VARIANTS else RUN_DIRS
+    return (base if tag == "full" else base / tag) / task / variant / f"seed{seed}"
 
 
 def _event_seconds(run_dir: Path) -> float:
@@ -209,83 +192,42 @@ def _event_seconds(run_dir: Path) -> float:
 
 
 def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str = "cheetah-run") -> dict:
-    """Train one (task, variant, seed) with the real CLI; store and return its curves."""
+    """Train one (task, variant, seed) with the real CLI, in its persistent folder (an interrupted attempt resumes
+    from its ``last.ckpt``), through the package's per-seed runner (:func:`a2ls_lightning.runs.run_seed`, what
+    ``a2ls fit --seeds`` uses); store its curves as a record and return it."""
+    from a2ls_lightning.runs import run_seed
+
     out = record_path(variant, seed, tag, task)
     if out.exists():
         return json.loads(out.read_text())
-    if variant in PIXEL_VARIANTS:
-        return run_pixel(variant, seed, max_steps, tag, task)
-    args = ["fit", f"--config={CONFIG.relative_to(ROOT)}", f"--seed_everything={seed}",
-            *task_arguments(task), *VARIANTS[variant]]
+    pixels = variant in PIXEL_VARIANTS
+    config = PIXEL_CONFIG if pixels else CONFIG
+    fit_args = [f"--config={config.relative_to(ROOT)}", *task_arguments(task, pixels=pixels), *VARIANTS[variant]]
     if max_steps:
-        args.append(f"--trainer.max_steps={max_steps}")
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "a2ls_lightning.cli", *args, f"--trainer.default_root_dir={tmp}"]
-        # The package of this checkout, whatever is installed; one thread per run (see the README's threads note).
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        start = time.time()
-        proc = subprocess.run(cmd, check=False, env=env, text=True, capture_output=True, cwd=ROOT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{task} {variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
-        # Stored relative to the repository: no path of the machine it ran on.
-        result = {"task": task, "variant": variant, "seed": seed, "seconds": time.time() - start,
-                  "command": " ".join(["python -m a2ls_lightning.cli", *args]), "scalars": _scalars(Path(tmp))}
+        fit_args.append(f"--trainer.max_steps={max_steps}")
+    run_dir = run_folder(variant, seed, tag, task)
+    earlier = _event_seconds(run_dir) if run_dir.exists() else 0.0
+    # The package of this checkout, whatever is installed; one thread per run (see the README's threads note).
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), **(PIXEL_ENV if pixels else {})}
+    result = run_seed(fit_args, seed, run_dir, threads=1, echo=False, env=env, cwd=ROOT)
+    if result.status not in ("done", "recorded"):
+        raise RuntimeError(f"{task} {variant} seed {seed} {result.status} (exit {result.exit_code}; log "
+                           f"{run_dir / 'fit.log'}): {result.message}")
+    # Stored relative to the repository: no path of the machine it ran on.
+    record = {"task": task, "variant": variant, "seed": seed, "seconds": (result.minutes or 0.0) * 60 + earlier,
+              "command": " ".join(["python -m a2ls_lightning.cli fit", fit_args[0], f"--seed_everything={seed}",
+                                   *fit_args[1:]]),
+              "scalars": _scalars(run_dir)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result))
+    tmp_out.write_text(json.dumps(record))
     os.replace(tmp_out, out)
-    print(f"  done {task} {variant} seed {seed}: final eval/return {result['scalars']['eval/return'][-1][1]:.1f} "
-          f"in {result['seconds'] / 60:.1f} min", flush=True)
-    return result
-
-
-def run_pixel(variant: str, seed: int, max_steps: int | None, tag: str, task: str) -> dict:
-    """Train one pixel run in its persistent folder, resuming an interrupted attempt; store and return it.
-
-    The folder keeps every attempt's TensorBoard events (``lightning_logs/version_<k>/``, merged in step order
-    by :func:`a2ls_lightning.plotting.read_scalars`, the latest write of a step winning) and checkpoints; once
-    the record is written its checkpoints and replay side files are deleted (the events stay).
-    """
-    out = record_path(variant, seed, tag, task)
-    args = ["fit", f"--config={PIXEL_CONFIG.relative_to(ROOT)}", f"--seed_everything={seed}",
-            *task_arguments(task, pixels=True), *VARIANTS[variant]]
-    if max_steps:
-        args.append(f"--trainer.max_steps={max_steps}")
-    run_dir = pixel_run_dir(variant, seed, tag, task)
-    ckpt = resume_checkpoint(run_dir) if run_dir.exists() else None
-    earlier = 0.0
-    if ckpt is None and run_dir.exists():
-        shutil.rmtree(run_dir)  # an attempt cut before its first checkpoint: its partial logs would mix in
-    elif ckpt is not None:
-        earlier = _event_seconds(run_dir)
-        print(f"  resuming {task} {variant} seed {seed} from {ckpt.relative_to(ROOT)}", flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "a2ls_lightning.cli", *args, f"--trainer.default_root_dir={run_dir}",
-           *([f"--ckpt_path={ckpt}"] if ckpt else [])]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **PIXEL_ENV,
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.setdefault("MUJOCO_GL", "egl")
-    start = time.time()
-    log_path = run_dir / f"attempt{len(list(run_dir.glob('attempt*.log')))}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, check=False, env=env, text=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    if proc.returncode != 0:  # the next start of the suite resumes from the run's last.ckpt, if it wrote one
-        tail = "".join(log_path.read_text().splitlines(True)[-40:])
-        raise RuntimeError(f"{task} {variant} seed {seed} failed (rc {proc.returncode}; log {log_path}):\n{tail}")
-    seconds = time.time() - start
-    result = {"task": task, "variant": variant, "seed": seed, "seconds": seconds + earlier,
-              "seconds_this_attempt": seconds, "resumed_from": None if ckpt is None else str(ckpt.relative_to(ROOT)),
-              "command": " ".join(["python -m a2ls_lightning.cli", *args]), "scalars": _scalars(run_dir)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result))
-    os.replace(tmp_out, out)
-    for folder in run_dir.glob("**/checkpoints"):
+    for folder in run_dir.glob("**/checkpoints"):  # the record holds what is kept; replay side files are large
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"  done {task} {variant} seed {seed}: final eval/return {result['scalars']['eval/return'][-1][1]:.1f} "
-          f"in {result['seconds'] / 60:.1f} min", flush=True)
-    return result
+    print(f"  done {task} {variant} seed {seed}: final eval/return {record['scalars']['eval/return'][-1][1]:.1f} "
+          f"in {record['seconds'] / 60:.1f} min", flush=True)
+    return record
 
 
 def _curve(result: dict) -> Curve:

@@ -71,13 +71,16 @@ def test_pixel_records_and_commands_leave_the_other_suites_alone(tmp_path):
     assert BENCH.task_arguments("cartpole-swingup", pixels=True) == [
         "--data.task=cartpole-swingup", "--data.action_repeat=8", "--trainer.max_steps=11500",
         "--model.actor_lr=0.001", "--model.critic_lr=0.001"]
-    # Resume: the newest last.ckpt of the attempts (by update count), none when there is none.
-    assert BENCH.resume_checkpoint(tmp_path) is None
+    # Resume (the package's per-seed runner): the last.ckpt of the attempts with the most updates, none when
+    # there is none.
+    from a2ls_lightning.runs.multirun import last_checkpoint_in
+
+    assert last_checkpoint_in(tmp_path) is None
     for version, step in ((0, 4000), (1, 6000)):
         folder = tmp_path / "lightning_logs" / f"version_{version}" / "checkpoints"
         folder.mkdir(parents=True)
         torch.save({"global_step": step}, folder / "last.ckpt")
     (tmp_path / "lightning_logs" / "version_2" / "checkpoints").mkdir(parents=True)
     (tmp_path / "lightning_logs" / "version_2" / "checkpoints" / "last.ckpt").write_bytes(b"cut short")
-    assert BENCH.resume_checkpoint(tmp_path) == tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
+    assert last_checkpoint_in(tmp_path) == tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
     assert json.loads(json.dumps(BENCH.PUBLISHED[("cheetah-run", "pixel_a2_winner")])) == "449 ± 34"

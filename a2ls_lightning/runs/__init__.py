@@ -3,6 +3,6 @@
 ``a2ls fit --seeds``). Above the builder, below the command line."""
 
 from a2ls_lightning.runs.evaluate import EvaluationResult, evaluate_checkpoint
-from a2ls_lightning.runs.multirun import SeedResult, run_seeds
+from a2ls_lightning.runs.multirun import SeedResult, run_seed, run_seeds
 
-__all__ = ["EvaluationResult", "SeedResult", "evaluate_checkpoint", "run_seeds"]
+__all__ = ["EvaluationResult", "SeedResult", "evaluate_checkpoint", "run_seed", "run_seeds"]

@@ -47,9 +47,22 @@ def seed_folder(root: str | Path, seed: int) -> Path:
 
 
 def last_checkpoint_in(folder: Path) -> Path | None:
-    """The newest ``last.ckpt`` under ``folder`` (``None`` if the seed never saved)."""
-    found = [p for p in folder.rglob("last.ckpt") if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    """The ``last.ckpt`` under ``folder`` with the most updates (then the newest), ``None`` if the run never saved.
+
+    Runs of older versions logged each resumed attempt under a new ``lightning_logs/version_<k>/``: the checkpoint
+    with the most updates of them all is the one to resume. An unreadable file is skipped.
+    """
+    import torch
+
+    best: tuple[int, int, Path] | None = None
+    for path in folder.rglob("last.ckpt"):
+        try:
+            step = int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
+        except Exception:  # noqa: BLE001 - not a checkpoint one can resume from
+            continue
+        key = (step, path.stat().st_mtime_ns, path)
+        best = key if best is None or key[:2] > best[:2] else best
+    return None if best is None else best[2]
 
 
 def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int = 2, threads: int = 1,
@@ -77,7 +90,27 @@ def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int
 
 
 def _run_one(fit_args: list[str], seed: int, root: Path, threads: int, echo: bool) -> SeedResult:
-    folder = seed_folder(root, seed)
+    return run_seed(fit_args, seed, seed_folder(root, seed), threads=threads, echo=echo)
+
+
+def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 1, echo: bool = True,
+             env: dict[str, str] | None = None, cwd: str | Path | None = None) -> SeedResult:
+    """Train ``a2ls fit <fit_args>`` with one seed in its own ``folder``, resumably (what :func:`run_seeds` does for
+    each seed; the benchmark script trains each of its runs with it too).
+
+    Done (``result.json`` in ``folder``): returns the recorded result (status ``recorded``). A ``last.ckpt`` under
+    ``folder`` without a result (killed, preempted): resumes from it. Output goes to ``folder/fit.log``.
+
+    Args:
+        fit_args: ``a2ls fit`` arguments (without the seed and the root folder, which this sets).
+        seed: ``--seed_everything``.
+        folder: the run's ``trainer.default_root_dir``.
+        threads: torch CPU threads (and ``OMP_NUM_THREADS``).
+        echo: print a line when it starts and ends.
+        env: extra environment variables of the training process.
+        cwd: its working folder (relative paths in ``fit_args`` are read from there).
+    """
+    folder = Path(folder)
     result_file = folder / RESULT
     if result_file.is_file():
         recorded = SeedResult(**json.loads(result_file.read_text()))
@@ -85,17 +118,18 @@ def _run_one(fit_args: list[str], seed: int, root: Path, threads: int, echo: boo
         return recorded
     folder.mkdir(parents=True, exist_ok=True)
     resume = last_checkpoint_in(folder)
-    args = [*fit_args, f"--seed_everything={seed}", f"--trainer.default_root_dir={folder}", f"--threads={threads}"]
+    args = [*fit_args, f"--seed_everything={seed}", f"--trainer.default_root_dir={folder.resolve()}",
+            f"--threads={threads}"]
     if resume is not None:
-        args.append(f"--ckpt_path={resume}")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        args.append(f"--ckpt_path={resume.resolve()}")
+    process_env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **(env or {}))
     if echo:
         print(f"a2ls: seed {seed}: {'resuming from ' + str(resume) if resume else 'starting'} (log: "
               f"{folder / 'fit.log'})", flush=True)
     start = time.time()
     with open(folder / "fit.log", "a") as log:
-        code = subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", "fit", *args], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, check=False).returncode
+        code = subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", "fit", *args], env=process_env,
+                              stdout=log, stderr=subprocess.STDOUT, check=False, cwd=cwd).returncode
     minutes = (time.time() - start) / 60
     if code != 0:
         status = "preempted" if code > 128 else "failed"
