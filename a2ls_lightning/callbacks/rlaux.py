@@ -40,8 +40,11 @@ Departures from the authors' code (``MatthewSo/rl-aux``), and why:
   minus the primary loss on a random batch of 256 after the update, once per primary update (batch 100), zero on the
   other 99 steps. The level drifts as training proceeds (so the agent is credited for the time, not its choices);
   the difference does not, and every update gives a reward, so there is 100x more signal.
-- No diversity bonus (their +0.2 × entropy of the batch-averaged auxiliary targets): it rewards spreading the
-  labels over the slots whatever they do to the primary task; we keep only the policy's own entropy bonus.
+- Diversity bonus (their +0.2 × entropy of the batch-averaged auxiliary targets, added to the reward): kept with
+  the same weight (``label_diversity_coef``), as a differentiable term of the policy's objective (the entropy of
+  its batch-averaged label distribution) rather than a reward, so it shapes the labeller directly instead of adding
+  noise to every update's advantage. Without it a labeller with a large step collapsed to one slot per superclass
+  in the toy (``scripts/rlaux_toy.py``).
 - No practice phase on a throwaway copy of the network (their every epoch: the agent learns on a copy, then the
   real network trains with the agent's most likely actions; twice the compute). The agent learns on the real run,
   sampling its actions (on-policy; the greedy action only where gradients are off, e.g. validation).
@@ -91,6 +94,10 @@ class Labeller(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, n_losses: int, bins: int, label_slots: dict[str, int]) -> None:
         super().__init__()
         self.n_losses, self.bins = n_losses, bins
+        # Features are not normalised per example (a LayerNorm here mixed a one-dimension marker into the other
+        # dimensions and the opposing-loss test no longer separated the examples); their scale drifts as the module
+        # trains (the toy's ReLU features grew 9x in 60 epochs), which a running per-feature standardisation, averaged
+        # over DDP ranks, would address.
         self.trunk = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, hidden_dim),
                                    nn.Tanh())
         self.weight_head = nn.Linear(hidden_dim, n_losses * bins) if n_losses else None
@@ -127,6 +134,9 @@ class RLAux(AuxWeighting):
         hidden_dim: width of the policy's two hidden layers.
         lr: Adam learning rate of the policy (3e-4, SB3's and the authors' default).
         entropy_coef: weight of the policy's entropy bonus, >= 0 (0.01, the authors' PPO setting).
+        label_diversity_coef: labels modes: weight of a bonus for the entropy of the batch-averaged label distribution,
+            >= 0 (the authors reward 0.2 × the entropy of the batch-averaged targets); it keeps the labeller from
+            giving every example of a group one slot (seen in the toy at a high ``lr``). 0: off.
         baseline_decay: decay of the moving average (and variance) of rewards that makes the advantage, in [0, 1).
         reward_every: measure the reward (two held-out evaluations) and step the policy every this many updates;
             between them the policy's choices are still sampled and used, but not learned from. 1: every update.
@@ -151,6 +161,7 @@ class RLAux(AuxWeighting):
         hidden_dim: int = 64,
         lr: float = 3e-4,
         entropy_coef: float = 0.01,
+        label_diversity_coef: float = 0.2,
         baseline_decay: float = 0.99,
         reward_every: int = 1,
         seed: int = 0,
@@ -163,6 +174,8 @@ class RLAux(AuxWeighting):
         self.hidden_dim = check_integer("RLAux.hidden_dim", hidden_dim, 1)
         self.lr = check_number("RLAux.lr", lr, low=0.0, strict=True)
         self.entropy_coef = check_number("RLAux.entropy_coef", entropy_coef, low=0.0)
+        self.label_diversity_coef = check_number("RLAux.label_diversity_coef", label_diversity_coef, low=0.0)
+        self._diversities: list[Tensor] = []  # [] entropies of the batch-averaged label distributions (labels)
         self.baseline_decay = check_number("RLAux.baseline_decay", baseline_decay, low=0.0)
         check(self.baseline_decay < 1.0, f"RLAux.baseline_decay={baseline_decay!r} is not allowed; allowed: a "
               "finite number >= 0.0 and < 1")
@@ -266,6 +279,8 @@ class RLAux(AuxWeighting):
                 self._log_probs.append(log_p.gather(1, labels[:, None]).squeeze(1))
                 p = log_p.exp()  # masked slots: p = 0 and log p = -inf, which count 0 in the entropy
                 self._entropies.append(-(p * torch.where(p > 0, log_p, 0.0)).sum(-1).mean())
+                average = p.mean(0)  # [slots]: how the batch's labels spread over the slots
+                self._diversities.append(-(average * torch.log(average.clamp_min(1e-12))).sum())
         return labels
 
     def _combine(self, main_loss, aux_losses, names, shared_parameters, example_features=None):
@@ -286,6 +301,7 @@ class RLAux(AuxWeighting):
         elif training:  # choices of an update without a reward (reward_every > 1) are not learned from
             self._log_probs.clear()
             self._entropies.clear()
+            self._diversities.clear()
         if "weights" in self.mode:
             with torch.set_grad_enabled(learning), torch.autocast(features.device.type, enabled=False):
                 log_p = torch.log_softmax(self.policy.weight_logits(features), dim=-1)  # [B, K, bins]
@@ -322,8 +338,8 @@ class RLAux(AuxWeighting):
         if pending is None:
             return
         reward = all_reduce_mean((pending["before"] - self._heldout(resample=False)).reshape(1)).reshape(())
-        log_probs, entropies = self._log_probs, self._entropies
-        self._log_probs, self._entropies = [], []
+        log_probs, entropies, diversities = self._log_probs, self._entropies, self._diversities
+        self._log_probs, self._entropies, self._diversities = [], [], []
         # advantage against the statistics of the *earlier* rewards (a baseline that does not see this reward)
         # [EMA of rewards, EMA of squared deviations, decay^n]: EMAs started at 0, bias-corrected as Adam's are
         mean, var, power = self._stats.unbind()
@@ -343,6 +359,8 @@ class RLAux(AuxWeighting):
         log_prob = torch.stack(log_probs).sum(0).mean()  # mean over examples of Σ over this update's choices
         entropy = torch.stack(entropies).mean()
         objective = -(advantage.float() * log_prob) - self.entropy_coef * entropy
+        if diversities:  # a differentiable bonus here, where the authors add it to the reward
+            objective = objective - self.label_diversity_coef * torch.stack(diversities).mean()
         params = [p for p in self.policy.parameters()]
         grads = torch.autograd.grad(objective, params, allow_unused=True)
         flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
@@ -392,7 +410,7 @@ class RLAux(AuxWeighting):
         self._rewards_seen, self._updates = int(state_dict["rewards_seen"]), int(state_dict["updates"])
         self._last = dict(state_dict["last"])
         self._stats = state_dict["stats"].clone()
-        self._pending, self._log_probs, self._entropies = None, [], []
+        self._pending, self._log_probs, self._entropies, self._diversities = None, [], [], []
         if state_dict["policy"] is None:
             self.policy = self.optimizer = self.generator = None
             return
