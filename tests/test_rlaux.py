@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from test_olaux import fit  # the same one-callback Trainer as OL-AUX's tests
+
 from a2ls_lightning.callbacks import RLAux
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -224,15 +226,6 @@ class TinyModule(pl.LightningModule):
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(torch.zeros(1000, 1), batch_size=1)
-
-
-def fit(module, callback, steps, ckpt_path=None, **trainer_kwargs):
-    kwargs = {"max_steps": steps, "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-              "enable_progress_bar": False, "enable_model_summary": False}
-    kwargs.update(trainer_kwargs)
-    trainer = pl.Trainer(callbacks=[callback], **kwargs)
-    trainer.fit(module, ckpt_path=ckpt_path)
-    return trainer
 
 
 def test_trainer_checkpoint_resume_is_exact(tmp_path):
