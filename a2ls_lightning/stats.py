@@ -33,11 +33,19 @@ def _rliable() -> tuple[Any, Any]:
 
 
 @contextlib.contextmanager
-def _quiet_arch() -> Iterator[None]:
-    """Silence arch's FutureWarning about ``random_state``: rliable's API passes a ``RandomState`` on purpose."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        yield
+def _quiet_arch(seed: int | None = None) -> Iterator[None]:
+    """Silence arch's FutureWarning about ``random_state`` (rliable's API passes a ``RandomState`` on purpose) and,
+    with ``seed``, seed numpy's global generator for the call and restore it afterwards: with arch 7 the bootstrap
+    also draws from it (seen: the same ``random_state`` gave other intervals from one call to the next)."""
+    state = np.random.get_state()
+    try:
+        if seed is not None:
+            np.random.seed(seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 def score_matrix(runs: Sequence[tuple[str, float]], tasks: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -83,7 +91,7 @@ def aggregate(scores: Mapping[str, np.ndarray], reps: int = 2000, seed: int = 0,
     def iqm_and_mean(matrix: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(matrix), metrics.aggregate_mean(matrix)])
 
-    with _quiet_arch():
+    with _quiet_arch(seed):
         points, intervals = library.get_interval_estimates(
             scores, iqm_and_mean, reps=reps, confidence_interval_size=confidence,
             random_state=np.random.RandomState(seed))
@@ -96,7 +104,7 @@ def aggregate(scores: Mapping[str, np.ndarray], reps: int = 2000, seed: int = 0,
     groups = list(scores)
     pairs = {f"{x}\x00{y}": [scores[x], scores[y]] for x in groups for y in groups if x != y}
     if pairs:
-        with _quiet_arch():
+        with _quiet_arch(seed):
             p_points, p_intervals = library.get_interval_estimates(
                 pairs, metrics.probability_of_improvement, reps=reps, confidence_interval_size=confidence,
                 random_state=np.random.RandomState(seed))
@@ -113,13 +121,8 @@ def performance_profiles(scores: Mapping[str, np.ndarray], taus: np.ndarray, rep
     and its bootstrap CI ``[2, T]`` (rliable draws from numpy's global generator here: it is seeded with ``seed``
     and restored afterwards)."""
     library, _ = _rliable()
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with _quiet_arch():
-            return library.create_performance_profile(dict(scores), taus, reps=reps)
-    finally:
-        np.random.set_state(state)
+    with _quiet_arch(seed):
+        return library.create_performance_profile(dict(scores), taus, reps=reps)
 
 
 def format_aggregate_table(result: Mapping[str, Mapping[str, Any]], baseline: str | None = None,
