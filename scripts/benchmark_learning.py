@@ -320,13 +320,9 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (task, by_variant) in zip(axes.flat, curves.items()):
         plot_groups({v: c for v, c in by_variant.items() if c}, ax=ax, title=f"{task} (repeat {PLANET_TASKS[task]})")
-    fig.tight_layout()
-    png = ROOT / "docs" / f"benchmark_planet{_suffix(tag)}.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = _save_figure(fig, f"benchmark_planet{_suffix(tag)}.png")
     table = "\n".join(lines)
-    status = ("complete" if complete == len(PLANET_TASKS) else
-              f"partial: {complete} of {len(PLANET_TASKS)} tasks have {expected_seeds} seeds of every variant")
+    status = _status(complete, len(PLANET_TASKS), expected_seeds)
     (ROOT / "docs" / f"benchmark_planet{_suffix(tag)}.md").write_text(
         "# Learning benchmark: the six PlaNet tasks, state observations\n\n"
         f"Measured by `python scripts/benchmark_learning.py --suite planet{_seeds_flag()}` on this project's 2-core "
@@ -342,6 +338,23 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
         + aggregate_section({v: [p for task in PLANET_TASKS for p in _seed_files(record_path(v, 0, tag, task).parent)]
                              for v in PLANET_VARIANTS}, f"benchmark_planet{_suffix(tag)}", "sac"))
     return table
+
+
+def _save_figure(fig, name: str) -> Path:
+    """Save a report's figure as ``docs/<name>`` (tight layout, 100 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    png = ROOT / "docs" / name
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def _status(complete: int, tasks: int, expected_seeds: int) -> str:
+    """A multi-task report's status line."""
+    return ("complete" if complete == tasks else
+            f"partial: {complete} of {tasks} tasks have {expected_seeds} seeds of every variant")
 
 
 def aggregate_section(groups: dict[str, list[Path]], stem: str, baseline: str, reps: int = 2000) -> str:
@@ -415,13 +428,9 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
         plot_groups({v: c for v, c in by_variant.items() if c}, ax=ax, ylabel=EVAL_LABEL,
                     xlabel="env steps (action repeats included)",
                     title=f"{task} from pixels (repeat {PIXEL_TASKS[task]}), CPU scale")
-    fig.tight_layout()
-    png = ROOT / "docs" / f"benchmark_pixels{_suffix(tag)}.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = _save_figure(fig, f"benchmark_pixels{_suffix(tag)}.png")
     table = "\n".join(lines)
-    status = ("complete" if complete == len(curves) else
-              f"partial: {complete} of {len(curves)} tasks have {expected_seeds} seeds of every variant")
+    status = _status(complete, len(curves), expected_seeds)
     ordering = "\n".join(
         f"- {t}: " + " > ".join(o) + (f" (A2-winner's AULC − CURL's: {h[0]}, p {h[1]})" if h[0] != "–" else "")
         for t, (o, h) in orders.items() if o) or "(no runs recorded yet)"

@@ -7,7 +7,6 @@ keeps its traceback.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from argparse import ArgumentError
@@ -101,10 +100,3 @@ def _class_hint(message: str) -> str:
     classes = [n for n in getattr(module, "__all__", ()) if isinstance(getattr(module, n, None), type)]
     close = closest(name, classes)
     return f"; did you mean '{module_name}.{close}'?" if close is not None else ""
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """An ``argparse`` parser whose errors are a one-line ``ValueError`` naming the command (no usage dump)."""
-
-    def error(self, message: str):
-        raise ValueError(f"{self.prog}: {one_line(message)} (see {self.prog} --help)")

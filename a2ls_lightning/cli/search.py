@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from a2ls_lightning.cli.errors import OneLineArgumentParser
+from a2ls_lightning.cli.parsing import OneLineArgumentParser
 from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.search.objective import budget_for, identity_config, quiet
 from a2ls_lightning.search.report import write_report
