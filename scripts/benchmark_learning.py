@@ -11,6 +11,9 @@ as JSON under ``docs/benchmarks/runs/`` so an interrupted benchmark resumes wher
     python scripts/benchmark_learning.py --suite core --seeds 1 2 3 --jobs 2
     python scripts/benchmark_learning.py --suite aux --seeds 1 2 3 --jobs 2
     python scripts/benchmark_learning.py --suite olaux --seeds 1 2 3 --jobs 2
+    python scripts/benchmark_learning.py --suite rlaux --seeds 1 2 3 --jobs 2      # RL-AUX vs fixed vs OL-AUX
+    python scripts/benchmark_learning.py --suite harmful --seeds 1 2 3 4 5 --jobs 2
+    python scripts/benchmark_learning.py --suite harmful --seeds 1 2 3 4 5 --variants harmful_rlaux
     python scripts/benchmark_learning.py --suite core --report-only     # tables and plots from stored runs
     python scripts/benchmark_learning.py --suite core --report-only --compare sac a2_winner_v forward_dynamics
                                                                         # + docs/compare_core.png/.md
@@ -97,8 +100,10 @@ for _rule, _callback in HARMFUL_RULES.items():
     VARIANTS[f"harmful_{_rule}"] = [f"--model.aux_losses={NINE}",
                                     f"--trainer.callbacks+=a2ls_lightning.callbacks.{_callback}"]
 VARIANTS["harmful_olaux"].append("--trainer.callbacks.lr=1e-4")  # OL-AUX's default, named as in five_olaux
-# RL-AUX's column (per-example weights): run it with --variants harmful_rlaux once the callback is installed.
+# RL-AUX's column (per-example weights): --suite harmful --variants harmful_rlaux; reported once it has records.
 VARIANTS["harmful_rlaux"] = [f"--model.aux_losses={NINE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
+# RL-AUX on the five useful losses (its defaults: the authors' weight grid, a reward every 4 updates).
+VARIANTS["five_rlaux"] = [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
 SUITES = {
     "core": ["sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
@@ -106,6 +111,8 @@ SUITES = {
               "five_olaux_log_critic", "five_olaux_v01"],
     # The reference (five useful losses, fixed: shared with the olaux suite) first, then the rules on nine losses.
     "harmful": ["five_fixed", *(f"harmful_{rule}" for rule in HARMFUL_RULES)],
+    # RL-AUX's per-example weights against one weight per loss (fixed; OL-AUX), on the five useful losses.
+    "rlaux": ["five_fixed", "five_olaux", "five_rlaux"],
 }
 #: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
@@ -145,7 +152,7 @@ def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     if not event_files(log_dir):
         raise RuntimeError(f"no TensorBoard events under {log_dir}")
     scalars = read_scalars(log_dir)
-    return {t: v for t, v in scalars.items() if t in KEEP_TAGS or t.startswith(("aux_weight/", "olaux/"))}
+    return {t: v for t, v in scalars.items() if t in KEEP_TAGS or t.startswith(("aux_weight/", "olaux/", "rlaux/"))}
 
 
 def record_path(variant: str, seed: int, tag: str, task: str = "cheetah-run") -> Path:
@@ -624,6 +631,8 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--compare", nargs="+", metavar="VARIANT", choices=sorted(VARIANTS),
                         help="also write docs/compare_<suite>.png/.md: these stored variants side by side")
+    parser.add_argument("--variants", nargs="+", metavar="VARIANT", choices=sorted(VARIANTS),
+                        help="run these variants (default: the suite's own; e.g. harmful_rlaux) and report the suite")
     parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n interleaved parts of the job list")
     parser.add_argument("--tasks", nargs="+", choices=list(PIXEL_TASKS), default=PIXEL_DEFAULT_TASKS,
                         help="pixels suite: the tasks to run (default: cheetah-run cartpole-swingup)")
@@ -657,7 +666,7 @@ def main() -> None:
         print(pixels_report(tag, args.tasks, expected_seeds=len(args.seeds)))
         return
     if not args.report_only:
-        jobs = [(v, s) for s in args.seeds for v in SUITES[args.suite]]
+        jobs = [(v, s) for s in args.seeds for v in (args.variants or SUITES[args.suite])]
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: run_one(job[0], job[1], args.max_steps, tag), jobs))
     print(report(args.suite, tag))

@@ -62,7 +62,7 @@ class Toy:
 
 
 def test_learns_low_weights_for_exactly_the_examples_whose_aux_loss_opposes_the_main_one():
-    toy, rule = Toy(), RLAux(lr=3e-3, seed=0)
+    toy, rule = Toy(), RLAux(lr=3e-3, reward_every=1, seed=0)
     rule.attach(toy)
     for _ in range(1500):
         features = toy.step(rule)
@@ -73,7 +73,7 @@ def test_learns_low_weights_for_exactly_the_examples_whose_aux_loss_opposes_the_
 
 
 def test_reward_is_the_heldout_loss_before_minus_after_the_update():
-    toy, rule = Toy(), RLAux(lr=1e-2)
+    toy, rule = Toy(), RLAux(lr=1e-2, reward_every=1)
     rule.attach(toy)
     seen = []
     original = toy.heldout_main_loss
@@ -157,7 +157,7 @@ def test_labels_mode_picks_allowed_slots_and_learns():
         def aux_loss_names(self):
             return ["aux"]
 
-    toy, rule = Labelled(), RLAux(mode="labels+weights", lr=1e-2)
+    toy, rule = Labelled(), RLAux(mode="labels+weights", lr=1e-2, reward_every=1)
     rule.attach(toy)
     features = torch.randn(16, 5)
     allowed = torch.zeros(16, 6, dtype=torch.bool)
@@ -229,12 +229,13 @@ class TinyModule(pl.LightningModule):
 
 
 def test_trainer_checkpoint_resume_is_exact(tmp_path):
-    straight, rule = TinyModule(), RLAux(lr=1e-2)
+    # reward_every=3 and a checkpoint after update 4: the resume lands between two rewards
+    straight, rule = TinyModule(), RLAux(lr=1e-2, reward_every=3)
     fit(straight, rule, 8)
-    first = RLAux(lr=1e-2)
+    first = RLAux(lr=1e-2, reward_every=3)
     trainer = fit(TinyModule(), first, 4)
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
-    resumed, fresh = TinyModule(), RLAux(lr=1e-2)
+    resumed, fresh = TinyModule(), RLAux(lr=1e-2, reward_every=3)
     fit(resumed, fresh, 8, ckpt_path=tmp_path / "mid.ckpt")
     for a, b in zip(fresh.policy.parameters(), rule.policy.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -243,7 +244,7 @@ def test_trainer_checkpoint_resume_is_exact(tmp_path):
 
 
 def test_ddp_two_ranks_hold_identical_policies(tmp_path):
-    fit(TinyModule(out_dir=str(tmp_path)), RLAux(lr=1e-2), 5, strategy="ddp_spawn", devices=2)
+    fit(TinyModule(out_dir=str(tmp_path)), RLAux(lr=1e-2, reward_every=1), 5, strategy="ddp_spawn", devices=2)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert rank0["state"]["rewards_seen"] == 5
     for key, value in rank0["state"]["policy"].items():
@@ -262,11 +263,15 @@ def test_rlaux_trains_the_sac_module_and_logs(make_module, make_data, make_train
     trainer = make_trainer(12, callbacks=[rule], log_every_n_steps=4,
                            logger=pl.loggers.CSVLogger(tmp_path, name="", version=""))
     trainer.fit(module, make_data(eval_episodes=0))
-    assert trainer.global_step == 12 and module.aux_weighting is rule and rule._rewards_seen == 12
+    # the default reward_every=4: a reward (and a policy step) after updates 1, 5 and 9
+    assert trainer.global_step == 12 and module.aux_weighting is rule and rule._rewards_seen == 3
     assert set(rule.weights) == {"fwd", "adv", "noise"} and all(0.125 <= w <= 32 for w in rule.weights.values())
     with open(tmp_path / "metrics.csv") as f:
         rows = [row for row in csv.DictReader(f) if row.get("rlaux/reward")]
     assert rows and rows[-1]["rlaux/mean_weight/fwd"] and rows[-1]["aux_weight/adv"] and rows[-1]["rlaux/entropy"]
+    # the per-example spread of the weights: 10th <= mean-ish <= 90th percentile, on the grid's range
+    p10, p90 = float(rows[-1]["rlaux/weight_p10/fwd"]), float(rows[-1]["rlaux/weight_p90/fwd"])
+    assert 0.125 <= p10 < p90 <= 32
 
 
 def test_sac_heldout_main_loss_repeats_exactly_without_resampling(make_module, make_data, make_trainer):
