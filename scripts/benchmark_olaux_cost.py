@@ -18,8 +18,8 @@ on one batch sampled from a real state cheetah-run replay, the CPU-sized network
 
     python scripts/benchmark_olaux_cost.py --module --threads 1 --clock cpu --rounds 5 --updates 300
 
-``--module`` also times ``RLAux`` (per-example weights; its reward needs two held-out critic evaluations per update,
-the batch drawn from the real replay) and ``RLAux`` with ``reward_every=4``.
+``--module`` also times ``RLAux`` (per-example weights; its reward needs two held-out critic evaluations per
+rewarded update, the batch drawn from the real replay) at its default ``reward_every=4`` and at ``reward_every=1``.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ RULES = {
 
 FIVE = {"fwd": "forward_dynamics", "inv": "inverse_dynamics", "rew": "reward_prediction",
         "rec": "state_reconstruction", "a2v": "a2_winner_v"}
-MODULE_RULES = {"FixedWeights": lambda: FixedWeights(1.0), "OLAux": lambda: OLAux(), "RLAux": lambda: RLAux(),
-                "RLAux (reward_every=4)": lambda: RLAux(reward_every=4)}
+MODULE_RULES = {"FixedWeights": lambda: FixedWeights(1.0), "OLAux": lambda: OLAux(),
+                "RLAux (default: reward_every=4)": lambda: RLAux(), "RLAux (reward_every=1)": lambda: RLAux(reward_every=1)}
 
 
 def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:

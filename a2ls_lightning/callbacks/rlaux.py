@@ -56,17 +56,17 @@ Departures from the authors' code (``MatthewSo/rl-aux``), and why:
   (mean) before its step; its initialisation and its sampling generator are seeded alike on every rank, so every
   rank holds the same policy.
 
-Cost (``cd scripts && python benchmark_olaux_cost.py --module --threads 1 --clock cpu --rounds 3 --updates 100``:
+Cost (``cd scripts && python benchmark_olaux_cost.py --module --threads 1 --clock cpu --rounds 5 --updates 100``:
 ``SACModule.training_step`` in a Trainer, state cheetah-run sizes of ``configs/benchmark_cheetah_state_cpu.yaml``,
 five auxiliary losses, hidden 256, batch 256, one thread, CPU time, on a 2-core machine busy with two other runs):
-FixedWeights 14.1 ms per update, OLAux 1.18x, **RLAux 1.66x** (quartiles of rounds 1.56-1.70), above the issue's
-1.5x target; ``RLAux(reward_every=4)``, the default, **1.30x** (1.22-1.35). What dominates: the reward's two held-out critic
-evaluations, 2.6 + 2.3 ms (``SACModule.heldout_main_loss``: a forward of the encoder, the actor at s_1 and both
-critics on a second batch of 256), i.e. 4.9 of the 9.6 ms extra; the rest is the policy's forward, sampling and
-REINFORCE step, and the per-example (eager) losses. ``reward_every=k`` pays the two evaluations and the policy step
-once every ``k`` updates (the choices of the other updates are sampled from the current policy but not learned
-from), hence the default of 4: the policy still takes a step every 4 updates (about 6,000 steps in a 100k-env-step
-SAC run); ``reward_every=1`` learns from every update at 1.66x.
+FixedWeights 13.7 ms per update, OLAux 1.18x, **RLAux (the default, ``reward_every=4``) 1.22x** (quartiles of rounds
+1.21-1.30), within the 1.5x budget; ``reward_every=1`` 1.58x (1.57-1.72). What dominates a rewarded update: the
+reward's two held-out critic evaluations, 2.6 + 2.3 ms (``SACModule.heldout_main_loss``: a forward of the encoder,
+the actor at s_1 and both critics on a second batch of 256), about half of its extra time; the rest is the policy's
+forward, sampling and REINFORCE step, and the per-example (eager) losses. ``reward_every=k`` pays the two evaluations
+and the policy step once every ``k`` updates (the choices of the other updates are sampled from the current policy
+but not learned from), hence the default of 4: the policy still takes a step every 4 updates (about 6,000 steps in
+a 100k-env-step SAC run).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class RLAux(AuxWeighting):
         baseline_decay: decay of the moving average (and variance) of rewards that makes the advantage, in [0, 1).
         reward_every: measure the reward (two held-out evaluations) and step the policy every this many updates;
             between them the policy's choices are still sampled and used, but not learned from. 1: every update
-            (1.66x FixedWeights' cost on SAC); 4 (default): 1.30x, within the 1.5x budget (see the cost above).
+            (1.58x FixedWeights' cost on SAC); 4 (default): 1.22x, within the 1.5x budget (see the cost above).
         seed: seed of the policy's initialisation and of its sampling generator (the same on every DDP rank).
 
     Example (a plain loop; ``net`` has ``heldout_main_loss``)::
