@@ -154,7 +154,8 @@ class A2LSCLI(LightningCLI):
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:
-        """One summary line at the end of a run: folder, last checkpoint, final ``eval/return``, time, rate."""
+        """One summary line at the end of a run: folder, last checkpoint, final ``eval/return``, env steps, time,
+        rate."""
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
@@ -162,6 +163,9 @@ class A2LSCLI(LightningCLI):
         resumed_at = int(getattr(self, "_resumed_step", 0))
         value = trainer.callback_metrics.get("eval/return")
         shown = f"final eval/return {float(value):.1f}" if value is not None else "no evaluation"
+        counters = getattr(trainer.datamodule, "counters", None)
+        if counters is not None and getattr(trainer.datamodule, "collector", None) is not None:
+            shown += f", {int(counters()['env_steps'])} env steps"  # rank 0's: each rank collects its own
         callback = trainer.checkpoint_callback
         last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or "none"
         rate = (trainer.global_step - resumed_at) / max(seconds, 1e-9)

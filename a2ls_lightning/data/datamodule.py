@@ -1,7 +1,8 @@
 """ReplayDataModule: the environment(s), the replay buffer and collection, per rank, as a LightningDataModule.
 
 Its train dataloader yields one sampled ``[B, L]`` batch per gradient update, after stepping the environment
-``env_steps_per_update`` times with the module's current policy (uniformly random during warm-up). The
+with the module's current policy (uniformly random during warm-up) as many times as the replay ratio asks
+(``replay_ratio`` updates per agent step: see :mod:`a2ls_lightning.data.replay_ratio`). The
 dataloader reports a length (``trainer.max_steps``), which makes Lightning fetch without prefetching: each batch
 is collected and sampled right before the update that uses it, with the weights of the previous update (no
 extra lag), and a checkpoint never holds a batch that was sampled but not yet trained on, so resume is exact.
@@ -25,6 +26,7 @@ from a2ls_lightning.data.collector import EpisodeCollector, Policy
 from a2ls_lightning.data.envs import default_action_repeat, make_env, parse_task
 from a2ls_lightning.data.evaluation import EvalListener, Evaluator
 from a2ls_lightning.data.replay import SequenceReplay
+from a2ls_lightning.data.replay_ratio import parse_replay_ratio, steps_before_update
 from a2ls_lightning.data.snapshots import (
     SNAPSHOT_FOLDER,
     find_snapshot,
@@ -79,7 +81,12 @@ class ReplayDataModule(pl.LightningDataModule):
         slice_length: consecutive states per slice ``L``; ``None`` takes what the module needs (2 for plain
             SAC, the longest auxiliary horizon + 1 otherwise).
         warmup_steps: agent steps of uniformly random actions before the first update (the papers' 1000).
-        env_steps_per_update: agent steps collected before each update.
+        env_steps_per_update: agent steps collected before each update (replay ratio ``1/env_steps_per_update``);
+            leave it at 1 when ``replay_ratio`` is set.
+        replay_ratio: gradient updates per agent step: ``0.5`` (an update every 2 agent steps), ``1``, ``2`` (two
+            updates per collected step, SimBa/BRO's setting), any ratio of small integers; null:
+            ``1/env_steps_per_update``. Env steps after ``max_steps`` updates:
+            ``action_repeat · (warmup_steps + ceil(max_steps / replay_ratio))``.
         eval_interval: evaluate every this many env steps (control steps, action repeats included).
         eval_episodes: episodes per evaluation (deterministic action, own environment instance).
         seed: environment and exploration seed; rank ``r`` uses ``seed + r``.
@@ -102,6 +109,7 @@ class ReplayDataModule(pl.LightningDataModule):
         slice_length: int | None = None,
         warmup_steps: int = 1000,
         env_steps_per_update: int = 1,
+        replay_ratio: float | None = None,
         eval_interval: int = 10_000,
         eval_episodes: int = 10,
         seed: int = 1,
@@ -122,6 +130,11 @@ class ReplayDataModule(pl.LightningDataModule):
         check(slice_length is None or slice_length >= 2, f"slice_length={slice_length} must be >= 2 or null")
         check(warmup_steps >= 0, f"warmup_steps={warmup_steps} must be >= 0")
         check(env_steps_per_update >= 1, f"env_steps_per_update={env_steps_per_update} must be >= 1")
+        if replay_ratio is not None:
+            parse_replay_ratio(replay_ratio)
+            check(env_steps_per_update == 1, f"data.env_steps_per_update={env_steps_per_update} and data.replay_ratio="
+                  f"{replay_ratio} both set the collection; allowed: one of them (replay_ratio = "
+                  f"1/env_steps_per_update)")
         check(eval_interval >= 1, f"eval_interval={eval_interval} must be >= 1 (env steps)")
         check(eval_episodes >= 0, f"eval_episodes={eval_episodes} must be >= 0")
         check(buffer_device in ("cpu", "auto"), f"buffer_device={buffer_device!r}; allowed: cpu, auto")
@@ -133,6 +146,8 @@ class ReplayDataModule(pl.LightningDataModule):
         self.replay: SequenceReplay | None = None
         self.evaluator: Evaluator | None = None
         self._eval_listeners: list[EvalListener] = []
+        self._batches = 0  # batches made so far (one per update): the replay ratio's schedule position
+        self._ratio = parse_replay_ratio(replay_ratio if replay_ratio is not None else f"1/{env_steps_per_update}")
 
     # --- what the module needs to build its networks -------------------------------------------------
     @property
@@ -163,6 +178,12 @@ class ReplayDataModule(pl.LightningDataModule):
         if out.get("action_repeat") is None and out.get("task"):
             out["action_repeat"] = default_action_repeat(out["task"])
         return out
+
+    @property
+    def replay_ratio(self):
+        """Updates per agent step, an exact :class:`fractions.Fraction` (``replay_ratio``, or
+        ``1/env_steps_per_update`` when it is null)."""
+        return self._ratio
 
     @property
     def frame_stack(self) -> int:
@@ -221,13 +242,15 @@ class ReplayDataModule(pl.LightningDataModule):
 
     # --- collection ---------------------------------------------------------------------------------
     def next_batch(self) -> TensorDictBase:
-        """Collect (warm-up first, then ``env_steps_per_update`` policy steps) and sample one ``[B, L]`` batch."""
+        """Collect (warm-up first, then the policy steps the replay ratio gives this update: ``1/r`` for
+        ``r <= 1``, one before every ``r``-th update for ``r > 1``) and sample one ``[B, L]`` batch."""
         collector, replay = self.collector, self.replay
         assert collector is not None and replay is not None, "call setup() first"
         while collector.agent_steps < self.hparams.warmup_steps:
             collector.step(None)
-        for _ in range(self.hparams.env_steps_per_update):
+        for _ in range(steps_before_update(self._batches, self.replay_ratio)):
             collector.step(self.policy)
+        self._batches += 1
         while replay.num_slices == 0:  # tiny warm-ups: no whole slice yet
             collector.step(self.policy)
         return replay.sample()
@@ -285,7 +308,7 @@ class ReplayDataModule(pl.LightningDataModule):
         # Every rank's size and digest go into the checkpoint (written by rank 0), verified before a resume.
         digests = _gather_objects(self.trainer, digest)
         return {"snapshot": recorded, "world_size": self.trainer.world_size,
-                "files": {str(rank): d for rank, d in enumerate(digests)}}
+                "files": {str(rank): d for rank, d in enumerate(digests)}, "batches": self._batches}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
@@ -304,6 +327,9 @@ class ReplayDataModule(pl.LightningDataModule):
         self.collector.load_state_dict(payload["collector"])
         self.evaluator.load_state_dict(payload)
         set_rng_state(payload["rng"])
+        # Checkpoints from before the replay ratio have no count: their schedule (1/env_steps_per_update) is the
+        # same before every update, so any position gives it.
+        self._batches = int(state_dict.get("batches", 0))
 
 
 def _gather_objects(trainer: Any, value: Any) -> list[Any]:

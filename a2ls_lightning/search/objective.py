@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 import optuna
 
 from a2ls_lightning.builder import instantiate
+from a2ls_lightning.data.replay_ratio import updates_for
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
 from a2ls_lightning.search.sampler import (
     ATTR_CURVES,
@@ -132,7 +133,8 @@ def budget_for(base: dict[str, Any], env_steps: int) -> Budget:
           "the evaluation curve)")
     check(env_steps > warmup, f"search.budget_env_steps={env_steps} is not above the warm-up (data.warmup_steps="
           f"{hp.warmup_steps} agent steps x action repeat {repeat} = {warmup} env steps)")
-    max_steps = math.ceil((env_steps / repeat - hp.warmup_steps) / hp.env_steps_per_update)
+    # the fewest updates whose collection (replay ratio: updates per agent step) reaches the budget
+    max_steps = updates_for(Fraction(env_steps, repeat) - hp.warmup_steps, cli.datamodule.replay_ratio)
     return Budget(env_steps, max_steps, warmup, hp.eval_interval)
 
 
