@@ -84,6 +84,17 @@ def test_random_crop_is_a_window_of_each_image():
     assert torch.equal(center_crop(frames, 6), frames[..., 2:8, 2:8])
 
 
+def test_the_cpu_slicing_crop_equals_the_gather_of_the_accelerators():
+    from a2ls_lightning.modules.augment import _gather_crop
+
+    frames = torch.randint(0, 255, (24, 9, 16, 16), dtype=torch.uint8)
+    torch.manual_seed(3)
+    sliced = random_crop(frames, 12)
+    torch.manual_seed(3)  # the same offsets, drawn as random_crop draws them
+    top, left = torch.randint(0, 5, (24, 1, 1)), torch.randint(0, 5, (24, 1, 1))
+    assert torch.equal(sliced, _gather_crop(frames, top, left, 12))
+
+
 def test_windows_follow_the_longest_horizon_and_stay_in_one_episode(tmp_path):
     module = tiny_module(aux_losses={"v": "a2_winner_v", "a2": "a2_winner"})
     data = tiny_data(eval_episodes=0, warmup_steps=600)  # > two episodes: boundaries are in the buffer

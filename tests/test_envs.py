@@ -102,3 +102,16 @@ def test_snapshot_continues_the_same_episode_bit_for_bit():
     other.adapter.set_state(state)
     resumed = [_step(other, a)["observation"] for a in actions[30:]]
     assert all(torch.equal(x, y) for x, y in zip(straight, resumed))
+
+
+def test_frames_without_render_effects_lose_the_shadows_only():
+    """Same physics state, same camera: the frames differ (no shadow on the floor) but stay alike overall."""
+    frames = []
+    for effects in (True, False):
+        env = make_env("cheetah-run", from_pixels=True, image_size=64, seed=2, render_effects=effects)
+        frames.append(env.reset()["observation"].float())
+    with_effects, without = frames
+    assert with_effects.shape == without.shape == (3, 64, 64)
+    difference = (with_effects - without).abs()
+    assert difference.max() > 30  # shadows and reflections are gone somewhere
+    assert difference.mean() < 0.25 * with_effects.mean()  # the scene is the same

@@ -96,7 +96,12 @@ class DMCAdapter(dm_env.Environment):
         from_pixels: render ``[3, image_size, image_size]`` uint8 frames instead of the state vector.
         image_size: rendered frame side (pixels).
         camera_id: MuJoCo camera to render from.
+        render_effects: render MuJoCo's shadows and reflections (the papers' frames); off, a CPU renderer draws a
+            frame about 4x faster (cheetah-run 64 px, Mesa llvmpipe: 17-20 → 4 ms) and the frames lose them.
     """
+
+    #: MuJoCo render flags switched off by ``render_effects=False`` (the skybox made no measurable difference).
+    NO_EFFECTS = {"shadow": False, "reflection": False}
 
     def __init__(
         self,
@@ -105,12 +110,14 @@ class DMCAdapter(dm_env.Environment):
         from_pixels: bool = False,
         image_size: int = 100,
         camera_id: int = 0,
+        render_effects: bool = True,
     ) -> None:
         self._env = env
         self.action_repeat = int(action_repeat)
         self.from_pixels = bool(from_pixels)
         self.image_size = int(image_size)
         self.camera_id = int(camera_id)
+        self._render_flags = None if render_effects else dict(self.NO_EFFECTS)
         self.physics_errors = 0
         state_dim = sum(int(np.prod(s.shape)) for s in env.observation_spec().values())
         obs_spec = (
@@ -137,7 +144,8 @@ class DMCAdapter(dm_env.Environment):
             spec = self._obs_spec["observation"]
             obs = np.zeros(spec.shape, spec.dtype)
         elif self.from_pixels:
-            frame = self._env.physics.render(self.image_size, self.image_size, camera_id=self.camera_id)
+            frame = self._env.physics.render(self.image_size, self.image_size, camera_id=self.camera_id,
+                                             render_flag_overrides=self._render_flags)
             obs = np.ascontiguousarray(frame.transpose(2, 0, 1))
         else:
             parts = [np.asarray(v, dtype=np.float32).reshape(-1) for v in time_step.observation.values()]
@@ -236,6 +244,7 @@ def make_env(
     image_size: int = 100,
     seed: int = 0,
     camera_id: int | None = None,
+    render_effects: bool = True,
 ) -> DMCEnv:
     """Build a TorchRL env for a dm_control task.
 
@@ -246,6 +255,7 @@ def make_env(
         image_size: rendered frame side.
         seed: seeds the task's random state (initial states); rank offsets are the caller's business.
         camera_id: camera for pixels (``None``: 2 for quadruped, else 0).
+        render_effects: pixels: MuJoCo's shadows and reflections on (the papers) or off (~4x faster on a CPU).
 
     Examples:
         >>> env = make_env("cheetah-run", seed=1)
@@ -261,6 +271,7 @@ def make_env(
         from_pixels=from_pixels,
         image_size=image_size,
         camera_id=DEFAULT_CAMERA.get(domain, 0) if camera_id is None else camera_id,
+        render_effects=render_effects,
     )
     env = DMCEnv(env=adapter)
     env.set_seed(seed)

@@ -95,7 +95,8 @@ def evaluate_checkpoint(ckpt_path: str | Path, episodes: int = 10, seed: int | N
     from_pixels = bool(data.get("from_pixels", False))
     repeat = data.get("action_repeat") if task == data.get("task") else None
     repeat = repeat or default_action_repeat(task)
-    env = make_env(task, from_pixels, repeat, int(data.get("image_size", 100)), seed=0)
+    env = make_env(task, from_pixels, repeat, int(data.get("image_size", 100)), seed=0,
+                   render_effects=bool(data.get("render_effects", True)))  # the frames the policy learned from
     frame_stack = int(data.get("frame_stack", 3)) if from_pixels else 1
     collector = EpisodeCollector(env, None, frame_stack)
     obs_shape = tuple(env.observation_spec["observation"].shape)
