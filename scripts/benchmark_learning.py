@@ -112,7 +112,7 @@ SUITES = {
     # The reference (five useful losses, fixed: shared with the olaux suite) first, then the rules on nine losses.
     "harmful": ["five_fixed", *(f"harmful_{rule}" for rule in HARMFUL_RULES)],
     # RL-AUX's per-example weights against one weight per loss (fixed; OL-AUX), on the five useful losses.
-    "rlaux": ["five_fixed", "five_olaux", "five_rlaux"],
+    "rlaux": ["sac", "five_fixed", "five_olaux", "five_rlaux"],
 }
 #: The PlaNet benchmark's tasks and the action repeats of the PlaNet/CURL/A2LS papers.
 PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "finger-spin": 2,
@@ -477,7 +477,7 @@ def weights_table(suite: str, tag: str) -> str:
                          if r["scalars"].get(tag_name)])
 
     rows = []
-    for variant in SUITES[suite]:
+    for variant in _report_variants(suite, tag):
         results = _results(variant, tag)
         names = sorted({t.split("/", 1)[1] for r in results for t in r["scalars"] if t.startswith("aux_weight/")})
         for name in names:
@@ -504,7 +504,7 @@ def report(suite: str, tag: str) -> str:
     rows = ["| variant | seeds | eval/return at the end (mean ± std) | AULC of eval/return (mean ± std) | minutes/run |",
             "|---|---|---|---|---|"]
     groups: dict[str, list[Curve]] = {}
-    for variant in SUITES[suite]:
+    for variant in _report_variants(suite, tag):
         results = _results(variant, tag)
         if not results:
             continue
@@ -518,7 +518,7 @@ def report(suite: str, tag: str) -> str:
     weights_png = plot_weights(suite, tag)
     table = "\n".join(rows)
     variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
-                         for v in SUITES[suite])
+                         for v in _report_variants(suite, tag))
     weights = weights_table(suite, tag)
     if weights:
         weights = ("\n## Auxiliary weights\n\nDot product and cosine: OL-AUX's diagnostics `olaux/dot/<loss>` and "
@@ -592,13 +592,22 @@ def compare(variants: list[str], suite: str, tag: str) -> str:
     return table
 
 
+def _mean_series(results: list[dict], tag_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, mean over the runs that logged it) of one scalar, cut to the shortest run; None if none did."""
+    series = [np.array(r["scalars"][tag_name]) for r in results if r["scalars"].get(tag_name)]
+    if not series:
+        return None
+    n = min(len(x) for x in series)
+    return series[0][:n, 0], np.mean([x[:n, 1] for x in series], axis=0)
+
+
 def plot_weights(suite: str, tag: str) -> Path | None:
     """Auxiliary weights over training (mean over seeds), one panel per variant that logs them (paper's Fig. 5)."""
     import matplotlib.pyplot as plt
 
     panels = {}
-    for variant in SUITES[suite]:
-        results = [json.loads(p.read_text()) for p in sorted((RUNS / tag / variant).glob("seed*.json"))]
+    for variant in _report_variants(suite, tag):
+        results = [json.loads(p.read_text()) for p in _seed_files(RUNS / tag / variant)]
         tags = sorted({t for r in results for t in r["scalars"] if t.startswith("aux_weight/")})
         varies = any(np.ptp([v for _, v in r["scalars"][t]]) > 0 for r in results for t in tags if t in r["scalars"])
         if varies:  # fixed and log-balanced weights stay at 1: nothing to draw
@@ -611,8 +620,17 @@ def plot_weights(suite: str, tag: str) -> Path | None:
             series = [np.array(r["scalars"][t]) for r in results if t in r["scalars"]]
             n = min(len(x) for x in series)
             steps = series[0][:n, 0]
-            ax.plot(steps, np.mean([x[:n, 1] for x in series], axis=0), label=t.split("/", 1)[1])
-        ax.set_title(f"{variant} (n={len(results)})")
+            line, = ax.plot(steps, np.mean([x[:n, 1] for x in series], axis=0), label=t.split("/", 1)[1])
+            name = t.split("/", 1)[1]
+            low, high = (_mean_series(results, f"rlaux/weight_{q}/{name}") for q in ("p10", "p90"))
+            if low is not None and high is not None:  # RL-AUX: how the per-example weights spread (10th-90th pct)
+                m = min(len(low[0]), len(high[0]))
+                ax.fill_between(low[0][:m], low[1][:m], high[1][:m], color=line.get_color(), alpha=0.15, lw=0)
+        if any(t.startswith("rlaux/weight_p10/") for r in results for t in r["scalars"]):
+            ax.set_yscale("log")  # the weight grid is log-spaced (0.125 ... 32)
+            ax.set_title(f"{variant} (n={len(results)}); band: 10th-90th pct of examples")
+        else:
+            ax.set_title(f"{variant} (n={len(results)})")
         ax.set_xlabel("updates")
         ax.set_ylabel("auxiliary weight")
         ax.legend(fontsize=8)
