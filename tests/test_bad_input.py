@@ -55,6 +55,8 @@ CASES = [
     (["--model.hidden_dim=0"], "hidden_dim=0"),
     (["--model.log_std_min=3"], "log_std_min=3"),
     (["--model.nonfinite=ignore"], "nonfinite='ignore'"),
+    (["--model.num_q=3"], "num_q=3 is not allowed; allowed: 1, 2"),
+    (["--model.target_entropy_coef=0.5", "--model.target_entropy=-3"], "target_entropy_coef=0.5 and target_entropy"),
     (["--model.cudagraphs=true", "--model.nonfinite=skip"], "cudagraphs=true needs nonfinite=stop"),
     (["--model.cudagraphs=true", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"],
      "model.cudagraphs=true captures the update on one device; it is not allowed with trainer.strategy=ddp"),

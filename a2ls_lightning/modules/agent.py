@@ -17,10 +17,11 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
-from a2ls_lightning.modules.encoders import ENCODERS
+from a2ls_lightning.modules.encoders import BLOCK_ENCODERS, ENCODERS
 from a2ls_lightning.modules.graphed import GraphedUpdate
 from a2ls_lightning.modules.guard import NONFINITE_MODES, NonFiniteGuard
 from a2ls_lightning.modules.learner import SACLearner
+from a2ls_lightning.modules.resets import RESET_SCOPES, reset_due, reset_learner, reset_seed
 from a2ls_lightning.modules.run_checks import (
     check_strategy,
     check_trainer,
@@ -29,7 +30,8 @@ from a2ls_lightning.modules.run_checks import (
     last_checkpoint,
     preflight,
 )
-from a2ls_lightning.validation import check, check_choice
+from a2ls_lightning.modules.sac import NUM_Q
+from a2ls_lightning.validation import check, check_choice, check_integer, check_number, one_line
 from a2ls_lightning.weighting import AuxWeightingProtocol, UnitWeights
 
 
@@ -87,6 +89,30 @@ class SACModule(pl.LightningModule):
             eagerly. Without CUDA the same update function runs uncaptured (a warning says so). Lightning's
             ``on_before_backward``, ``on_after_backward`` and ``on_before_optimizer_step`` hooks do not run for
             graphed updates.
+        critic_blocks: SimBa residual blocks (pre-LayerNorm → Linear 4× wider → ReLU → Linear, added to the
+            input; Lee et al. 2024) of each Q-network, between a Linear embedding and a final LayerNorm; 0: the
+            plain two-hidden-layer MLP.
+        actor_blocks: SimBa residual blocks of the actor; 0: the plain MLP.
+        encoder_blocks: SimBa residual blocks in the trunk of the ``mlp``/``ofe`` state encoder (its output,
+            ``feature_dim`` wide, is unchanged, so the auxiliary losses attach as before); 0: none.
+        critic_block_width: width of the critic's residual networks; null: ``hidden_dim``.
+        actor_block_width: width of the actor's residual network; null: ``hidden_dim``.
+        encoder_block_width: width of the encoder's residual trunk; null: ``encoder_hidden_dim``.
+        obs_norm: normalise state observations by their running mean and variance (updated from each training
+            batch, before its losses; summed over DDP ranks; saved in checkpoints), clipped to ±10; state only.
+        weight_decay: AdamW weight decay per group (encoder with the auxiliary heads, critic, actor; not the
+            temperature); 0: plain Adam, as without the option.
+        num_q: Q-networks: 2 (clipped double Q: the minimum of the two) or 1 (one Q-network, SimBa's setting on
+            DMC).
+        target_entropy_coef: target entropy ``-coef·|A|`` (SimBa: 0.5); null: ``target_entropy``'s rule. Not
+            together with ``target_entropy``.
+        fused_adam: the fused Adam/AdamW step (``fused=True``: one kernel per step, faster; results differ from
+            the default in the last bits). Refused where this torch cannot fuse Adam on the run's device.
+        reset_every: re-initialise part of the agent every this many updates, keeping the replay (primacy bias,
+            Nikishin et al. 2022); 0: never.
+        reset_scope: what a reset re-initialises: ``last`` (the last layer of the actor and of each Q-network,
+            and the target Q-networks') or ``all`` (encoder, actor, critic, targets, auxiliary heads, temperature;
+            not the observation statistics). The reset parameters' Adam state starts afresh.
     """
 
     def __init__(
@@ -119,6 +145,19 @@ class SACModule(pl.LightningModule):
         max_nonfinite_skips: int = 10,
         compile: bool = False,
         cudagraphs: bool = False,
+        critic_blocks: int = 0,
+        actor_blocks: int = 0,
+        encoder_blocks: int = 0,
+        critic_block_width: int | None = None,
+        actor_block_width: int | None = None,
+        encoder_block_width: int | None = None,
+        obs_norm: bool = False,
+        weight_decay: float = 0.0,
+        num_q: int = 2,
+        target_entropy_coef: float | None = None,
+        fused_adam: bool = False,
+        reset_every: int = 0,
+        reset_scope: str = "last",
     ) -> None:
         super().__init__()
         check(encoder in ENCODERS, f"encoder={encoder!r} is unknown; allowed: {', '.join(ENCODERS)}")
@@ -148,9 +187,14 @@ class SACModule(pl.LightningModule):
         for name, value in (("actor_beta1", actor_beta1), ("alpha_beta1", alpha_beta1)):
             check(0 <= value < 1, f"{name}={value} must be in [0, 1)")
         check(log_std_min < log_std_max, f"log_std_min={log_std_min} must be < log_std_max={log_std_max}")
+        _check_backbone(encoder, critic_blocks, actor_blocks, encoder_blocks, critic_block_width, actor_block_width,
+                        encoder_block_width, obs_norm, weight_decay, num_q, target_entropy, target_entropy_coef,
+                        reset_every, reset_scope)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.aux_specs = _coerce_aux_losses(aux_losses)
+        check(num_q == 2 or "adversarial" not in map(str, self.aux_specs.values()),
+              "num_q=1: the adversarial experiment loss needs two Q-networks; allowed with it: num_q=2")
         self.learner: SACLearner | None = None
         #: The auxiliary-loss weighting rule: a weighting callback installs itself here in its ``setup``;
         #: with none, every auxiliary weight is 1.
@@ -162,6 +206,8 @@ class SACModule(pl.LightningModule):
         self._losses_fn = None  # learner.losses, or its torch.compile'd form (``compile``); set in build()
         self._graphed: GraphedUpdate | None = None  # ``cudagraphs``: made at the first update
         self._heldout: tuple[Any, int] | None = None  # (batch, seed) of heldout_main_loss, kept for resample=False
+        self._make_learner = None  # () -> a new SACLearner of these settings; set in build(), used by resets
+        self._run_seed = 0  # the run's seed, mixed into each reset's seed (set in build, saved with reset_every)
 
     #: Can give per-example auxiliary losses and example features (the weighting contract, weighting.py).
     per_example_losses = True
@@ -185,8 +231,10 @@ class SACModule(pl.LightningModule):
                    f"crop_size={hp.crop_size} must be <= the image size {obs_shape[1]}")
         layers = hp.encoder_layers or (4 if hp.encoder == "pixel" else 1)
         feature_dim = obs_shape[0] if hp.encoder == "identity" else hp.feature_dim
-        aux_modules = _build_aux_modules(self.aux_specs, feature_dim, action_dim, hp.aux_embed_actions_rewards)
-        self.learner = SACLearner(
+        target_entropy = -float(action_dim) if hp.target_entropy is None else hp.target_entropy
+        if hp.target_entropy_coef is not None:
+            target_entropy = -float(hp.target_entropy_coef) * action_dim
+        settings = dict(
             obs_shape=tuple(obs_shape),
             action_dim=action_dim,
             encoder=hp.encoder,
@@ -197,11 +245,20 @@ class SACModule(pl.LightningModule):
             hidden_dim=hp.hidden_dim,
             crop_size=hp.crop_size,
             init_temperature=hp.init_temperature,
-            target_entropy=-float(action_dim) if hp.target_entropy is None else hp.target_entropy,
+            target_entropy=target_entropy,
             discount=hp.discount,
             log_std_bounds=(hp.log_std_min, hp.log_std_max),
-            aux_losses=aux_modules,
+            **{name: hp[name] for name in BACKBONE_SETTINGS},
         )
+
+        def make_learner() -> SACLearner:
+            # The auxiliary heads first, then the learner: the order (and so the random draws) of construction.
+            aux = _build_aux_modules(self.aux_specs, feature_dim, action_dim, hp.aux_embed_actions_rewards)
+            return SACLearner(**settings, aux_losses=aux)
+
+        self.learner = make_learner()
+        self._make_learner = make_learner
+        self._run_seed = torch.initial_seed()  # the seed of seed_everything: resets differ between seeds
         self._losses_fn = torch.compile(self.learner.losses, dynamic=False) if hp.compile else self.learner.losses
         self._env_spec = (tuple(obs_shape), int(action_dim))
 
@@ -239,11 +296,14 @@ class SACModule(pl.LightningModule):
         if self.learner is None and "env_spec" in checkpoint:
             self.build(*checkpoint["env_spec"])
         self.guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
+        self._run_seed = checkpoint.get("reset_run_seed", self._run_seed)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()
         checkpoint["env_spec"] = self._env_spec
         checkpoint["nonfinite_guard"] = self.guard.state_dict()
+        if self.hparams.reset_every:  # a resumed run resets to the same values
+            checkpoint["reset_run_seed"] = self._run_seed
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` if any update so far, or any parameter, is non-finite (before a save)."""
@@ -267,7 +327,16 @@ class SACModule(pl.LightningModule):
         ]
         # A captured optimizer step keeps its step counts on the device (CUDA only; same arithmetic).
         capturable = bool(hp.cudagraphs) and self.device.type == "cuda"
-        return torch.optim.Adam([g for g in groups if g["params"]], betas=betas, capturable=capturable)
+        options: dict[str, Any] = {"betas": betas, "capturable": capturable}
+        if hp.fused_adam:
+            check_fused_adam(self.device, capturable)
+            options["fused"] = True
+        groups = [g for g in groups if g["params"]]
+        if hp.weight_decay > 0:
+            for group in groups:  # decoupled decay on the networks; the temperature is a scalar, not a weight
+                group["weight_decay"] = 0.0 if group["name"] == "alpha" else hp.weight_decay
+            return torch.optim.AdamW(groups, **options)
+        return torch.optim.Adam(groups, **options)
 
     # --- acting -----------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None, deterministic: bool = False):
@@ -293,6 +362,7 @@ class SACModule(pl.LightningModule):
         """One gradient update (losses, weighting, backward, guard, optimizer step, targets, logging)."""
         hp = self.hparams
         update = self.trainer.global_step  # updates done so far (one optimizer step each)
+        self.learner.observe(batch)  # running observation statistics (obs_norm), before the losses read them
         update_actor = update % hp.actor_update_freq == 0
         # A rule that walks each loss's own graph cannot see through a compiled or captured graph: it gets the
         # eager losses and the eager update.
@@ -386,6 +456,9 @@ class SACModule(pl.LightningModule):
         if (update + 1) % self.trainer.log_every_n_steps == 0:
             self.guard.check()  # never log the values of a diverged update
             self._log_train(main["critic"], aux, metrics)
+        if reset_due(update, self.hparams.reset_every):  # after the update's step and target EMA
+            reset_learner(self.learner, self._make_learner, self.hparams.reset_scope,
+                          reset_seed(self._run_seed, update), self.optimizers().optimizer)
 
     def _log_train(self, critic: torch.Tensor, aux: dict, metrics: dict) -> None:
         values = {"train/critic_loss": critic.detach(), **self._actor_metrics}
@@ -413,6 +486,56 @@ class SACModule(pl.LightningModule):
             self._params = [p for p in self.parameters() if p.requires_grad]
         return [p.grad for p in self._params if p.grad is not None]
 
+
+
+#: The backbone settings :class:`SACModule` passes on to :class:`SACLearner` as they are.
+BACKBONE_SETTINGS = ("critic_blocks", "actor_blocks", "encoder_blocks", "critic_block_width", "actor_block_width",
+                     "encoder_block_width", "num_q", "obs_norm")
+
+
+def _check_backbone(encoder: str, critic_blocks: int, actor_blocks: int, encoder_blocks: int,
+                    critic_block_width: int | None, actor_block_width: int | None, encoder_block_width: int | None,
+                    obs_norm: bool, weight_decay: float, num_q: int, target_entropy: float | None,
+                    target_entropy_coef: float | None, reset_every: int, reset_scope: str) -> None:
+    """One-line ``ValueError`` for a bad backbone setting of :class:`SACModule` (each names its field)."""
+    for name, value in (("critic_blocks", critic_blocks), ("actor_blocks", actor_blocks),
+                        ("encoder_blocks", encoder_blocks), ("reset_every", reset_every)):
+        check_integer(name, value, 0)
+    for name, value in (("critic_block_width", critic_block_width), ("actor_block_width", actor_block_width),
+                        ("encoder_block_width", encoder_block_width)):
+        if value is not None:
+            check_integer(name, value, 1)
+    # The pixel encoder's head already is Linear → LayerNorm on a 35·35·32-wide conv output; a residual
+    # embedding of that width would be the largest layer of the agent, for no published gain: state encoders only.
+    check(encoder_blocks == 0 or encoder in BLOCK_ENCODERS,
+          f"encoder_blocks={encoder_blocks} needs encoder={' or '.join(BLOCK_ENCODERS)}, not {encoder!r}")
+    check(not (obs_norm and encoder == "pixel"),
+          "obs_norm=true normalises state observations; not allowed with encoder='pixel' (pixels: obs_norm=false)")
+    check_number("weight_decay", weight_decay, low=0)
+    check_choice("num_q", num_q, NUM_Q)
+    if target_entropy_coef is not None:
+        check_number("target_entropy_coef", target_entropy_coef, low=0, strict=True)
+        check(target_entropy is None, f"target_entropy_coef={target_entropy_coef} and target_entropy={target_entropy} "
+              "both set the target entropy; allowed: one of them (the other null)")
+    check_choice("reset_scope", reset_scope, RESET_SCOPES)
+
+
+def _fused_adam_step(device: torch.device, capturable: bool) -> None:
+    """One fused Adam step on a 1-element parameter on ``device``: raises where torch cannot do it."""
+    param = torch.zeros(1, device=device, requires_grad=True)
+    param.grad = torch.ones_like(param)
+    torch.optim.Adam([param], fused=True, capturable=capturable).step()
+
+
+def check_fused_adam(device: torch.device, capturable: bool = False) -> None:
+    """One-line ``ValueError`` unless this torch can run a fused (``capturable`` with ``cudagraphs``) Adam step on
+    ``device`` (AdamW shares Adam's fused kernel)."""
+    try:
+        _fused_adam_step(device, capturable)
+    except Exception as err:  # noqa: BLE001 (whatever torch raises, the user gets one line naming the setting)
+        what = f"{device} (capturable, for cudagraphs)" if capturable else str(device)
+        raise ValueError(f"model.fused_adam=true: torch {torch.__version__} cannot fuse Adam on {what}: "
+                         f"{one_line(err)}") from None
 
 
 def _named_losses(main: dict, aux: dict) -> dict:

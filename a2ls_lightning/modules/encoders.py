@@ -4,6 +4,9 @@ Every encoder is a ``trunk`` followed by a ``head``. The critic uses ``head(trun
 of the head (:meth:`Encoder.make_actor_head`) applied to ``trunk(obs).detach()``, so the actor trains its own
 projection while the shared trunk is trained only by the critic and the auxiliary losses (CURL's tied-conv
 scheme; the official A2LS vector code left the actor's encoder layers untrained, a defect not copied here).
+
+The state encoders (``mlp``, ``ofe``) take ``blocks > 0`` SimBa residual blocks (:mod:`blocks`) in their trunk;
+the head, and so the ``[N, feature_dim]`` features the critic, the actor and the auxiliary losses read, stays.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import copy
 import torch
 from torch import nn
 
+from a2ls_lightning.modules.blocks import residual_trunk
+
 ENCODERS = ("pixel", "mlp", "ofe", "identity")
+#: Encoders that can hold SimBa residual blocks (the state encoders with parameters).
+BLOCK_ENCODERS = ("mlp", "ofe")
 
 
 class Encoder(nn.Module):
@@ -83,15 +90,27 @@ class _PixelTrunk(nn.Module):
 class MLPEncoder(Encoder):
     """``Linear(obs, hidden) → ReLU`` trunk, ``Linear(hidden, feature_dim) → LayerNorm`` head (A2LS ``mlp``).
 
+    With ``blocks > 0`` the trunk is a SimBa residual trunk instead, ``[N, obs] → [N, block_width]``: its
+    embedding ``Linear(obs, block_width)`` takes the place of the first layer (``block_width`` ``None``:
+    ``hidden_dim``).
+
     Examples:
         >>> MLPEncoder(17)(torch.zeros(4, 17)).shape
         torch.Size([4, 50])
+        >>> MLPEncoder(17, blocks=2, block_width=32)(torch.zeros(4, 17)).shape
+        torch.Size([4, 50])
     """
 
-    def __init__(self, obs_dim: int, feature_dim: int = 50, hidden_dim: int = 40) -> None:
+    def __init__(self, obs_dim: int, feature_dim: int = 50, hidden_dim: int = 40, blocks: int = 0,
+                 block_width: int | None = None) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden_dim), nn.ReLU())
-        self.head = _projection(hidden_dim, feature_dim)
+        if blocks:
+            width = block_width or hidden_dim
+            self.trunk = residual_trunk(obs_dim, width, blocks)
+        else:
+            width = hidden_dim
+            self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden_dim), nn.ReLU())
+        self.head = _projection(width, feature_dim)
         self.feature_dim = feature_dim
 
 
@@ -109,15 +128,26 @@ class _DenseLayer(nn.Module):
 class OFEEncoder(Encoder):
     """OFENet-style dense trunk (``num_layers`` layers of ``hidden_dim``), then Linear → LayerNorm (A2LS ``ofe``).
 
+    With ``blocks > 0`` a SimBa residual trunk (``[N, obs + num_layers·hidden] → [N, block_width]``; width
+    ``None``: ``hidden_dim``) follows the dense layers, which keep their role of widening the state.
+
     Examples:
         >>> OFEEncoder(17)(torch.zeros(4, 17)).shape
         torch.Size([4, 50])
+        >>> OFEEncoder(17, blocks=1)(torch.zeros(4, 17)).shape
+        torch.Size([4, 50])
     """
 
-    def __init__(self, obs_dim: int, feature_dim: int = 50, hidden_dim: int = 40, num_layers: int = 1) -> None:
+    def __init__(self, obs_dim: int, feature_dim: int = 50, hidden_dim: int = 40, num_layers: int = 1,
+                 blocks: int = 0, block_width: int | None = None) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(*[_DenseLayer(obs_dim + i * hidden_dim, hidden_dim) for i in range(num_layers)])
-        self.head = _projection(obs_dim + num_layers * hidden_dim, feature_dim)
+        layers: list[nn.Module] = [_DenseLayer(obs_dim + i * hidden_dim, hidden_dim) for i in range(num_layers)]
+        width = obs_dim + num_layers * hidden_dim
+        if blocks:
+            layers += list(residual_trunk(width, block_width or hidden_dim, blocks))
+            width = block_width or hidden_dim
+        self.trunk = nn.Sequential(*layers)
+        self.head = _projection(width, feature_dim)
         self.feature_dim = feature_dim
 
 
@@ -137,12 +167,15 @@ class IdentityEncoder(Encoder):
 
 
 def make_encoder(
-    kind: str, obs_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, num_layers: int, num_filters: int
+    kind: str, obs_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, num_layers: int, num_filters: int,
+    blocks: int = 0, block_width: int | None = None,
 ) -> Encoder:
-    """Build an encoder by name for observations of ``obs_shape``.
+    """Build an encoder by name for observations of ``obs_shape`` (``blocks``, ``block_width``: SimBa residual
+    blocks of the ``mlp``/``ofe`` trunk, see :class:`MLPEncoder` and :class:`OFEEncoder`).
 
     Raises:
-        ValueError: unknown ``encoder``, or a pixel encoder on vectors / a vector encoder on images.
+        ValueError: unknown ``encoder``, a pixel encoder on vectors / a vector encoder on images, or residual
+            blocks for an encoder that cannot hold them.
     """
     if kind not in ENCODERS:
         raise ValueError(f"encoder={kind!r} is unknown; allowed: {', '.join(ENCODERS)}")
@@ -154,11 +187,13 @@ def make_encoder(
         )
     if kind != "pixel" and is_image:
         raise ValueError(f"encoder={kind!r} cannot read pixel observations {tuple(obs_shape)}; allowed: pixel")
+    if blocks and kind not in BLOCK_ENCODERS:
+        raise ValueError(f"encoder_blocks={blocks} needs encoder={' or '.join(BLOCK_ENCODERS)}, not {kind!r}")
     if kind == "pixel":
         return PixelEncoder(tuple(obs_shape), feature_dim, num_layers, num_filters)  # type: ignore[arg-type]
     obs_dim = int(obs_shape[0])
     if kind == "mlp":
-        return MLPEncoder(obs_dim, feature_dim, hidden_dim)
+        return MLPEncoder(obs_dim, feature_dim, hidden_dim, blocks, block_width)
     if kind == "ofe":
-        return OFEEncoder(obs_dim, feature_dim, hidden_dim, num_layers)
+        return OFEEncoder(obs_dim, feature_dim, hidden_dim, num_layers, blocks, block_width)
     return IdentityEncoder(obs_dim)

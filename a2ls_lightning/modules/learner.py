@@ -2,6 +2,9 @@
 
 Data flow of :meth:`SACLearner.losses` on a window batch ``[B, L]``:
 
+* with running observation normalisation (``obs_norm``) every state vector the encoders read is normalised
+  first, by the same statistics (:class:`~a2ls_lightning.modules.normalizer.ObsNormalizer`; updated by
+  :meth:`SACLearner.observe` before an update's losses, never by acting or scoring);
 * states needed by any loss are encoded once: the *online* encoder on offset 0 (critic and actor) and on the
   auxiliary inputs, the *target* (EMA) encoder under ``no_grad`` on offset 1 (the Bellman target) and on the
   auxiliary targets; pixel states are randomly cropped per (sample, time step), independently for the online
@@ -23,6 +26,7 @@ from torch import nn
 from a2ls_lightning.modules.augment import center_crop, random_crop
 from a2ls_lightning.modules.encoders import make_encoder
 from a2ls_lightning.modules.harmful import ExperimentLoss
+from a2ls_lightning.modules.normalizer import ObsNormalizer
 from a2ls_lightning.modules.sac import (
     Actor,
     Critic,
@@ -35,7 +39,7 @@ from a2ls_lightning.modules.sac import (
 
 
 class SACLearner(nn.Module):
-    """Encoder, twin critic, actor, temperature, their EMA targets and auxiliary losses.
+    """Encoder, critic (one or two Q-networks), actor, temperature, their EMA targets and auxiliary losses.
 
     Args:
         obs_shape: stored observation shape, ``(D,)`` or ``(C, H, W)`` before cropping.
@@ -52,6 +56,14 @@ class SACLearner(nn.Module):
         discount: γ.
         log_std_bounds: actor log-std range.
         aux_losses: ``{name: AuxLoss module}`` built by the caller.
+        critic_blocks: SimBa residual blocks of each Q-network (0: plain MLP).
+        actor_blocks: SimBa residual blocks of the actor (0: plain MLP).
+        encoder_blocks: SimBa residual blocks of the ``mlp``/``ofe`` encoder's trunk (0: none).
+        critic_block_width: width of the critic's residual networks; ``None``: ``hidden_dim``.
+        actor_block_width: width of the actor's residual network; ``None``: ``hidden_dim``.
+        encoder_block_width: width of the encoder's residual trunk; ``None``: ``encoder_hidden_dim``.
+        num_q: Q-networks, 2 (clipped double Q) or 1.
+        obs_norm: normalise state observations by running statistics (buffers ``obs_normalizer.*``).
     """
 
     def __init__(
@@ -70,16 +82,27 @@ class SACLearner(nn.Module):
         discount: float,
         log_std_bounds: tuple[float, float],
         aux_losses: Mapping[str, nn.Module] | None = None,
+        critic_blocks: int = 0,
+        actor_blocks: int = 0,
+        encoder_blocks: int = 0,
+        critic_block_width: int | None = None,
+        actor_block_width: int | None = None,
+        encoder_block_width: int | None = None,
+        num_q: int = 2,
+        obs_norm: bool = False,
     ) -> None:
         super().__init__()
         self.pixels = len(obs_shape) == 3
+        if obs_norm and self.pixels:
+            raise ValueError(f"obs_norm=true normalises state vectors, not pixels {tuple(obs_shape)}")
         self.crop_size = crop_size
         enc_shape = (obs_shape[0], crop_size, crop_size) if self.pixels else tuple(obs_shape)
-        self.encoder = make_encoder(encoder, enc_shape, feature_dim, encoder_hidden_dim, encoder_layers, num_filters)
+        self.encoder = make_encoder(encoder, enc_shape, feature_dim, encoder_hidden_dim, encoder_layers, num_filters,
+                                    encoder_blocks, encoder_block_width)
         f = self.encoder.feature_dim
-        self.critic = Critic(f, action_dim, hidden_dim)
+        self.critic = Critic(f, action_dim, hidden_dim, num_q, critic_blocks, critic_block_width)
         self.actor_head = self.encoder.make_actor_head()
-        self.actor = Actor(f, action_dim, hidden_dim, *log_std_bounds)
+        self.actor = Actor(f, action_dim, hidden_dim, *log_std_bounds, actor_blocks, actor_block_width)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_temperature), dtype=torch.float32))
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -96,15 +119,26 @@ class SACLearner(nn.Module):
                    [self.target_offsets.index(o) for o in a.spec.target_state_offsets])
             for name, a in self.aux_losses.items()
         }
+        # Created last and only when asked: with obs_norm off the module (its parameters, their order, the random
+        # draws of their initialisation, its state_dict) is what it was before the option existed.
+        self.obs_normalizer = ObsNormalizer(int(obs_shape[0])) if obs_norm else None
 
     # --- parameter groups ------------------------------------------------------------------------
     def actor_parameters(self) -> list[nn.Parameter]:
         return [*self.actor_head.parameters(), *self.actor.parameters()]
 
+    # --- observation statistics ------------------------------------------------------------------------
+    @torch.no_grad()
+    def observe(self, batch: Mapping[str, torch.Tensor]) -> None:
+        """Fold a training batch's observations (``[B, L, D]``, every state of the window) into the running
+        normalisation statistics; nothing without ``obs_norm``. Called once per update, before its losses."""
+        if self.obs_normalizer is not None:
+            self.obs_normalizer.update(batch["observation"])
+
     # --- acting ------------------------------------------------------------------------------------
     def _prepare(self, obs: torch.Tensor, train: bool) -> torch.Tensor:
         if not self.pixels:
-            return obs.float()
+            return obs.float() if self.obs_normalizer is None else self.obs_normalizer(obs.float())
         return random_crop(obs, self.crop_size) if train else center_crop(obs, self.crop_size)
 
     @torch.no_grad()

@@ -1,6 +1,9 @@
 """Soft actor-critic pieces: tanh-Gaussian actor, twin critic, and the three losses as plain functions.
 
 Shapes: ``B`` batch, ``F`` encoder features, ``A`` action dimensions.
+The actor and each Q-network are a plain MLP (two hidden layers, the CURL/A2LS networks) or, with ``blocks > 0``,
+a SimBa residual network (:mod:`a2ls_lightning.modules.blocks`); the critic has one or two Q-networks (with two,
+targets and the actor's objective take their minimum: clipped double Q).
 Probabilities are computed in float32 even under autocast (bf16 log-probabilities of a tanh-Gaussian lose the
 precision the temperature update lives on).
 """
@@ -13,6 +16,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from a2ls_lightning.modules.blocks import residual_mlp
+from a2ls_lightning.validation import check_choice
+
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int = 2) -> nn.Sequential:
     """``hidden_layers`` × (Linear → ReLU), then Linear."""
@@ -21,6 +27,16 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int = 2) -> n
         layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.ReLU()]
     layers.append(nn.Linear(hidden_dim if hidden_layers else in_dim, out_dim))
     return nn.Sequential(*layers)
+
+
+def network(
+    in_dim: int, hidden_dim: int, out_dim: int, blocks: int = 0, block_width: int | None = None
+) -> nn.Sequential:
+    """:func:`mlp` (``blocks == 0``) or a SimBa :func:`residual_mlp` of ``blocks`` blocks of width ``block_width``
+    (``None``: ``hidden_dim``); either way ``[..., in_dim] → [..., out_dim]`` with the output ``Linear`` last."""
+    if blocks == 0:
+        return mlp(in_dim, hidden_dim, out_dim)
+    return residual_mlp(in_dim, block_width or hidden_dim, blocks, out_dim)
 
 
 def _orthogonal_init(module: nn.Module) -> None:
@@ -39,13 +55,16 @@ class Actor(nn.Module):
         hidden_dim: width of the two hidden layers.
         log_std_min: lower bound of the log standard deviation.
         log_std_max: upper bound of the log standard deviation.
+        blocks: SimBa residual blocks (0: the plain two-hidden-layer MLP).
+        block_width: width of the residual network; ``None``: ``hidden_dim``.
     """
 
     def __init__(
-        self, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float = -10.0, log_std_max: float = 2.0
+        self, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float = -10.0, log_std_max: float = 2.0,
+        blocks: int = 0, block_width: int | None = None,
     ) -> None:
         super().__init__()
-        self.net = mlp(feature_dim, hidden_dim, 2 * action_dim)
+        self.net = network(feature_dim, hidden_dim, 2 * action_dim, blocks, block_width)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.apply(_orthogonal_init)
 
@@ -79,30 +98,50 @@ class Actor(nn.Module):
             return action, gauss_log_prob - correction
 
 
+#: Allowed numbers of Q-networks: one, or two with clipped double Q.
+NUM_Q = (1, 2)
+
+
 class Critic(nn.Module):
-    """Twin Q-functions on ``[features, action]``.
+    """Twin (``num_q=2``) or single (``num_q=1``) Q-functions on ``[features, action]``.
 
     Args:
         feature_dim: ``F``.
         action_dim: ``A``.
         hidden_dim: width of the two hidden layers of each Q-network.
+        num_q: Q-networks: 2 (clipped double Q) or 1 (``q2`` is ``None``; SimBa's setting on DMC).
+        blocks: SimBa residual blocks of each Q-network (0: the plain MLP).
+        block_width: width of the residual networks; ``None``: ``hidden_dim``.
     """
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int) -> None:
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, num_q: int = 2, blocks: int = 0,
+                 block_width: int | None = None) -> None:
         super().__init__()
-        self.q1 = mlp(feature_dim + action_dim, hidden_dim, 1)
-        self.q2 = mlp(feature_dim + action_dim, hidden_dim, 1)
+        check_choice("num_q", num_q, NUM_Q)
+        self.q1 = network(feature_dim + action_dim, hidden_dim, 1, blocks, block_width)
+        self.q2 = network(feature_dim + action_dim, hidden_dim, 1, blocks, block_width) if num_q == 2 else None
         self.apply(_orthogonal_init)
 
-    def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, F]``, ``[B, A]`` → two ``[B, 1]`` float32 Q-values."""
+    def q_networks(self) -> list[nn.Module]:
+        """The Q-networks, ``q1`` first."""
+        return [self.q1] if self.q2 is None else [self.q1, self.q2]
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B, F]``, ``[B, A]`` → ``[B, 1]`` float32 Q-values ``(q1, q2)``; ``q2`` is ``None`` with one network."""
         x = torch.cat([features, action.to(features.dtype)], dim=-1)
-        return self.q1(x).float(), self.q2(x).float()
+        return self.q1(x).float(), None if self.q2 is None else self.q2(x).float()
 
 
-def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
-    """Bellman loss of both Q-heads against one (already detached) target: ``mse(q1) + mse(q2)``, all ``[B, 1]``."""
-    return nn.functional.mse_loss(q1, target_q) + nn.functional.mse_loss(q2, target_q)
+def min_q(q1: torch.Tensor, q2: torch.Tensor | None) -> torch.Tensor:
+    """``min(q1, q2)`` (clipped double Q), or ``q1`` with one Q-network; ``[B, 1]``."""
+    return q1 if q2 is None else torch.min(q1, q2)
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor | None, target_q: torch.Tensor) -> torch.Tensor:
+    """Bellman loss of the Q-heads against one (already detached) target: ``mse(q1) + mse(q2)`` (``mse(q1)`` with
+    one Q-network, ``q2 = None``), all ``[B, 1]``."""
+    loss = nn.functional.mse_loss(q1, target_q)
+    return loss if q2 is None else loss + nn.functional.mse_loss(q2, target_q)
 
 
 @torch.no_grad()
@@ -110,16 +149,17 @@ def soft_target(
     reward: torch.Tensor,
     not_terminal: torch.Tensor,
     next_q1: torch.Tensor,
-    next_q2: torch.Tensor,
+    next_q2: torch.Tensor | None,
     next_log_prob: torch.Tensor,
     alpha: torch.Tensor,
     discount: float,
 ) -> torch.Tensor:
-    """``r + γ · (1 - terminated) · (min(Q1', Q2') - α log π(a'|s'))``, all ``[B, 1]``.
+    """``r + γ · (1 - terminated) · (min(Q1', Q2') - α log π(a'|s'))``, all ``[B, 1]`` (``Q1'`` alone when
+    ``next_q2`` is ``None``: one Q-network).
 
     Truncation (time limit, PhysicsError) bootstraps: only a true terminal state stops the return.
     """
-    next_v = torch.min(next_q1, next_q2) - alpha * next_log_prob
+    next_v = min_q(next_q1, next_q2) - alpha * next_log_prob
     return reward + discount * not_terminal * next_v
 
 
@@ -133,7 +173,7 @@ def actor_loss(
     the action.
 
     Args:
-        critic: the online twin critic.
+        critic: the online critic (the minimum of its Q-networks is taken).
         features: ``[B, F]`` critic features of the states (detached here).
         action: ``[B, A]`` reparameterised actions from the actor.
         log_prob: ``[B, 1]`` their log-probabilities.
@@ -141,7 +181,7 @@ def actor_loss(
     """
     frozen = {name: p.detach() for name, p in critic.named_parameters()}
     q1, q2 = functional_call(critic, frozen, (features.detach(), action))
-    return (alpha.detach() * log_prob - torch.min(q1, q2)).mean()
+    return (alpha.detach() * log_prob - min_q(q1, q2)).mean()
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
