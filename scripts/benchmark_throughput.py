@@ -7,6 +7,14 @@ by 2x with other jobs, CPU time much less; with one thread it is the work done. 
 
     python scripts/benchmark_throughput.py                      # state, 256-wide, batch 256 (CPU-sized)
     python scripts/benchmark_throughput.py --hidden 1024 --batch 512 --updates 100
+
+``--end-to-end`` measures P0 instead: ``a2ls fit`` on the learning benchmark's config (state cheetah-run, collection,
+replay sampling, updates, logging; evaluation off) against ``scripts/sac_reference.py`` (a lean SAC with CleanRL's
+structure on the same task, action repeat and warm-up), both in this process, one thread, rounds alternating;
+updates/s after the first 200 updates of each (CPU time).
+
+    python scripts/benchmark_throughput.py --end-to-end --updates 2000 --rounds 3
+    python scripts/benchmark_throughput.py --end-to-end --set model.fused_adam=true   # a setting on our side
 """
 
 from __future__ import annotations
@@ -122,6 +130,55 @@ def guard_cost(module: SACModule, batch, calls: int = 2000) -> float:
     return (clock() - start) / calls
 
 
+def ours_end_to_end(updates: int, settings: list[str], skip: int = 200) -> float:
+    """``a2ls fit``'s objects on the benchmark config (evaluation off): updates/s after the first ``skip``."""
+    from pathlib import Path
+
+    import yaml
+
+    from a2ls_lightning.builder import instantiate
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "configs" / "benchmark_cheetah_state_cpu.yaml").read_text())
+    config["trainer"].update(max_steps=updates, default_root_dir=tempfile.mkdtemp())
+    config["data"]["eval_episodes"] = 0
+    for item in settings:  # "section.key=value", parsed as YAML
+        dotted, value = item.split("=", 1)
+        section, key = dotted.split(".", 1)
+        config.setdefault(section, {})[key] = yaml.safe_load(value)
+    cli = instantiate(config)
+    times = {}
+
+    class Clock(pl.Callback):
+        def on_train_batch_end(self, trainer, *_):
+            if trainer.global_step == skip:
+                times["start"] = clock()
+
+        def on_train_end(self, *_):
+            times["end"] = clock()
+
+    cli.trainer.callbacks.append(Clock())
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return (updates - skip) / (times["end"] - times["start"])
+
+
+def end_to_end(updates: int, rounds: int, settings: list[str]) -> None:
+    """P0: ours ÷ the CleanRL-structured reference, rounds alternating (see the module docstring)."""
+    import sac_reference
+
+    ours, reference = [], []
+    for _ in range(rounds):
+        reference.append(sac_reference.run(updates, clock=clock))
+        ours.append(ours_end_to_end(updates, settings))
+    ratios = sorted(o / r for o, r in zip(ours, reference))
+    print(f"end to end, state cheetah-run, {updates} updates (rate after 200), threads={torch.get_num_threads()}, "
+          f"clock={clock.__name__}, settings={settings or 'the config'}")
+    print("| loop | updates/s (best of rounds) | all rounds |\n|---|---|---|")
+    print(f"| reference SAC (CleanRL's structure) | {max(reference):.1f} | {', '.join(f'{v:.1f}' for v in reference)} |")
+    print(f"| a2ls fit, benchmark config | {max(ours):.1f} | {', '.join(f'{v:.1f}' for v in ours)} |")
+    print(f"P0 = ours / reference: median of round pairs {ratios[len(ratios) // 2]:.3f} (target >= 1.2)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=256)
@@ -133,9 +190,16 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=50, help="trainer.log_every_n_steps (quickstart: 50)")
     parser.add_argument("--guard", action="store_true",
                         help="also time the Trainer loop with the non-finite guard switched off: its overhead")
+    parser.add_argument("--end-to-end", action="store_true", help="P0: a2ls fit vs scripts/sac_reference.py")
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                        help="--end-to-end: settings of our side, e.g. model.fused_adam=true data.replay_ratio=2")
     args = parser.parse_args()
     global clock
     clock = CLOCK[args.clock]
+    if args.end_to_end:
+        torch.set_num_threads(1)
+        end_to_end(args.updates, args.rounds, args.set)
+        return
     pl.seed_everything(0)
     aux = None
     if args.aux:
