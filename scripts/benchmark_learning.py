@@ -513,7 +513,7 @@ def report(suite: str, tag: str) -> str:
         minutes = np.mean([r["seconds"] for r in results]) / 60
         rows.append(f"| {variant} | {s['n']} | {mean_std(s['final_mean'], s['final_std'], n=s['n'])} | "
                     f"{mean_std(s['aulc_mean'], s['aulc_std'], n=s['n'])} | {minutes:.1f} |")
-    png = ROOT / "docs" / f"benchmark_{suite}{_suffix(tag)}.png"
+    png = ROOT / "docs" / f"benchmark_{_stem(suite)}{_suffix(tag)}.png"
     plot_groups(groups, png, title=f"state cheetah-run, CPU-sized SAC ({suite})", ylabel=EVAL_LABEL, xlabel=X_LABEL)
     weights_png = plot_weights(suite, tag)
     table = "\n".join(rows)
@@ -524,15 +524,20 @@ def report(suite: str, tag: str) -> str:
         weights = ("\n## Auxiliary weights\n\nDot product and cosine: OL-AUX's diagnostics `olaux/dot/<loss>` and "
                    "`olaux/cos/<loss>` (the window's mean at each log step), averaged over training and seeds; – where "
                    f"the run predates them.\n\n{weights}\n")
-    md = ROOT / "docs" / f"benchmark_{suite}{_suffix(tag)}.md"
+    md = ROOT / "docs" / f"benchmark_{_stem(suite)}{_suffix(tag)}.md"
     md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}{_seeds_flag()}`"
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
                   f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
                   + weights + (harmful_section(tag) if suite == "harmful" else "")
                   + "\n" + aggregate_section({v: _seed_files(RUNS / tag / v) for v in _report_variants(suite, tag)},
-                                              f"benchmark_{suite}{_suffix(tag)}", SUITES[suite][0]))
+                                              f"benchmark_{_stem(suite)}{_suffix(tag)}", SUITES[suite][0]))
     return table
+
+
+def _stem(suite: str) -> str:
+    """The report's file stem: the suite's name, except RL-AUX's SAC suite (``benchmark_rlaux.md`` is the toy's)."""
+    return "rlaux_sac" if suite == "rlaux" else suite
 
 
 def _report_variants(suite: str, tag: str) -> list[str]:
@@ -635,7 +640,7 @@ def plot_weights(suite: str, tag: str) -> Path | None:
         ax.set_ylabel("auxiliary weight")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out = ROOT / "docs" / f"benchmark_{suite}_weights{'' if tag == 'full' else '_' + tag}.png"
+    out = ROOT / "docs" / f"benchmark_{_stem(suite)}_weights{'' if tag == 'full' else '_' + tag}.png"
     fig.savefig(out, dpi=110)
     return out
 
