@@ -36,6 +36,12 @@ run cut short (machine stopped, process killed) resumes from its ``last.ckpt`` w
     python scripts/benchmark_learning.py --suite pixels --seeds 1 2 3 --jobs 1
     python scripts/benchmark_learning.py --suite pixels --tasks cheetah-run cartpole-swingup ball_in_cup-catch
     python scripts/benchmark_learning.py --suite pixels --report-only     # docs/benchmark_pixels.md and .png
+
+The ``frontier`` suite trains ``configs/frontier_state.yaml`` (SimBa's SAC choices at CPU scale) on cheetah-run and
+walker-walk: SAC-frontier, + five losses fixed, + five losses OL-AUX; tune with other seeds than the table's:
+
+    python scripts/benchmark_learning.py --suite frontier --seeds 1 2 3 --jobs 2
+    python scripts/benchmark_learning.py --suite frontier --seeds 4 --tasks cheetah-run --variants frontier_sac
 """
 
 from __future__ import annotations
@@ -126,6 +132,20 @@ PIXEL_LR = {"cheetah-run": None, "cartpole-swingup": 1e-3, "ball_in_cup-catch": 
 PIXEL_VARIANTS = ["pixel_sac", "pixel_curl", "pixel_a2_winner"]
 VARIANTS.update({"pixel_sac": [], "pixel_curl": ["--model.aux_losses={curl: curl}"],
                  "pixel_a2_winner": ["--model.aux_losses={a2w: a2_winner}"]})
+#: The frontier suite (configs/frontier_state.yaml: SimBa's SAC choices at CPU scale): per task its action repeat and
+#: replay ratio, chosen so that both tasks spend about the same updates (cheetah-run 4 and 2: 48000; walker-walk, whose
+#: PlaNet repeat is 2, at ratio 1: 49000); tuning runs use seeds other than 1-3 (``--seeds 4``).
+FRONTIER_CONFIG = ROOT / "configs" / "frontier_state.yaml"
+FRONTIER_TASKS = {"cheetah-run": (4, 2), "walker-walk": (2, 1)}
+FRONTIER_VARIANTS = ["frontier_sac", "frontier_five_fixed", "frontier_five_olaux"]
+VARIANTS.update({"frontier_sac": [],
+                 "frontier_five_fixed": [f"--model.aux_losses={FIVE}",
+                                         "--trainer.callbacks+=a2ls_lightning.callbacks.FixedWeights"],
+                 "frontier_five_olaux": [f"--model.aux_losses={FIVE}",
+                                         "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
+                                         "--trainer.callbacks.lr=1e-4"]})
+#: SimBa's repository (results/*.csv, 10 seeds, 100k env steps): SAC + SimBa, and SAC as SimBa ran it; mean ± std.
+SIMBA_PUBLISHED = {"cheetah-run": ("559 ± 43", "329 ± 43"), "walker-walk": ("951 ± 32", "783 ± 120")}
 #: Published at 100k env steps and full size (100-pixel renders cropped to 84, 32 filters, 1024 wide, batch 512):
 #: CURL (Laskin et al. 2020, Table 1) and A2LS's A2-winner (cheetah-run). Mean ± std over the papers' seeds.
 PUBLISHED = {("cheetah-run", "pixel_curl"): "299 ± 48", ("cartpole-swingup", "pixel_curl"): "582 ± 146",
@@ -160,13 +180,20 @@ def record_path(variant: str, seed: int, tag: str, task: str = "cheetah-run") ->
     under ``pixels/<task>/``, quick ``--max-steps`` checks of them under the git-ignored ``steps<N>/pixels/``)."""
     if variant in PIXEL_VARIANTS:
         return (RUNS if tag == "full" else RUNS / tag) / "pixels" / task / variant / f"seed{seed}.json"
+    if variant in FRONTIER_VARIANTS:
+        return (RUNS if tag == "full" else RUNS / tag) / "frontier" / task / variant / f"seed{seed}.json"
     folder = RUNS / tag if task == "cheetah-run" else RUNS / "planet" / task
     return folder / variant / f"seed{seed}.json"
 
 
-def task_arguments(task: str, pixels: bool = False) -> list[str]:
+def task_arguments(task: str, pixels: bool = False, frontier: bool = False) -> list[str]:
     """Command-line settings of one task: its action repeat and the updates that spend 100k env steps (and, for
-    pixels, the papers' learning rate: 2e-4 on cheetah-run, the config's, 1e-3 elsewhere)."""
+    pixels, the papers' learning rate: 2e-4 on cheetah-run, the config's, 1e-3 elsewhere; for the frontier suite,
+    the task's replay ratio)."""
+    if frontier:
+        repeat, ratio = FRONTIER_TASKS[task]
+        return [f"--data.task={task}", f"--data.action_repeat={repeat}", f"--data.replay_ratio={ratio}",
+                f"--trainer.max_steps={(ENV_STEPS // repeat - WARMUP) * ratio}"]
     if task == "cheetah-run":
         return []  # the config's own protocol; keeps the command (and the record) of the other suites
     repeat = PIXEL_TASKS[task] if pixels else PLANET_TASKS[task]
@@ -207,9 +234,9 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
     out = record_path(variant, seed, tag, task)
     if out.exists():
         return json.loads(out.read_text())
-    pixels = variant in PIXEL_VARIANTS
-    config = PIXEL_CONFIG if pixels else CONFIG
-    fit_args = [f"--config={config.relative_to(ROOT)}", *task_arguments(task, pixels=pixels), *VARIANTS[variant]]
+    pixels, frontier = variant in PIXEL_VARIANTS, variant in FRONTIER_VARIANTS
+    config = PIXEL_CONFIG if pixels else FRONTIER_CONFIG if frontier else CONFIG
+    fit_args = [f"--config={config.relative_to(ROOT)}", *task_arguments(task, pixels, frontier), *VARIANTS[variant]]
     if max_steps:
         fit_args.append(f"--trainer.max_steps={max_steps}")
     run_dir = run_folder(variant, seed, tag, task)
@@ -390,6 +417,50 @@ def aggregate_section(groups: dict[str, list[Path]], stem: str, baseline: str, r
             "task (rliable's `probability_of_improvement`), with its CI. An interval that contains 0.5 shows no "
             "ordering. The same figures from the command line: `a2ls plot --aggregate` on the records.\n\n"
             + "\n".join(parts) + f"\n![performance profiles]({stem}_profile.png)\n")
+
+
+def frontier_report(tag: str, expected_seeds: int = 3) -> str:
+    """``docs/benchmark_frontier.md`` and ``.png`` from the stored frontier runs (partial or whole): per task and
+    variant the final ``eval/return`` and AULC (mean ± std over the report's seeds), minutes per run, and SimBa's
+    published SAC + SimBa and SAC at 100k env steps beside them."""
+    import matplotlib.pyplot as plt
+
+    results = {t: {v: [json.loads(p.read_text()) for p in _seed_files(record_path(v, 0, tag, t).parent)]
+                   for v in FRONTIER_VARIANTS} for t in FRONTIER_TASKS}
+    lines = ["| task (action repeat, replay ratio) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) "
+             "| minutes/run | SAC + SimBa, published | SAC (SimBa's runs), published |", "|---|---|---|---|---|---|---|---|"]
+    complete = 0
+    for task, by_variant in results.items():
+        repeat, ratio = FRONTIER_TASKS[task]
+        simba, sac = SIMBA_PUBLISHED[task]
+        for v, rs in by_variant.items():
+            if not rs:
+                lines.append(f"| {task} ({repeat}, {ratio}) | {v} | 0 | – | – | – | {simba} | {sac} |")
+                continue
+            st = summarize([_curve(r) for r in rs])
+            lines.append(f"| {task} ({repeat}, {ratio}) | {v} | {st['n']} | "
+                         f"{mean_std(st['final_mean'], st['final_std'], n=st['n'])} | "
+                         f"{mean_std(st['aulc_mean'], st['aulc_std'], n=st['n'])} | "
+                         f"{np.mean([r['seconds'] for r in rs]) / 60:.0f} | {simba} | {sac} |")
+        complete += all(len(rs) >= expected_seeds for rs in by_variant.values())
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    for ax, (task, by_variant) in zip(axes[0], results.items()):
+        plot_groups({v: [_curve(r) for r in rs] for v, rs in by_variant.items() if rs}, ax=ax, ylabel=EVAL_LABEL,
+                    xlabel="env steps (action repeats included)", title=f"{task}, frontier config")
+    png = _save_figure(fig, f"benchmark_frontier{_suffix(tag)}.png")
+    table = "\n".join(lines)
+    variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
+                         for v in FRONTIER_VARIANTS)
+    (ROOT / "docs" / f"benchmark_frontier{_suffix(tag)}.md").write_text(
+        "# Learning benchmark: the model-free frontier at CPU scale\n\n"
+        f"Measured by `python scripts/benchmark_learning.py --suite frontier{_seeds_flag()}` on this project's 2-core "
+        f"CPU machine (one thread per run); config `configs/{FRONTIER_CONFIG.name}` (SimBa's SAC choices, scaled "
+        "down: see the config's comment), 100k env steps (1000 warm-up agent steps), evaluation every 10k env steps "
+        f"over 10 episodes. Status: {_status(complete, len(results), expected_seeds)}.\n\n"
+        f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n![curves]({png.name})\n\n"
+        + aggregate_section({v: [p for t in FRONTIER_TASKS for p in _seed_files(record_path(v, 0, tag, t).parent)]
+                             for v in FRONTIER_VARIANTS}, f"benchmark_frontier{_suffix(tag)}", "frontier_sac"))
+    return table
 
 
 def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> str:
@@ -647,7 +718,7 @@ def plot_weights(suite: str, tag: str) -> Path | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=sorted([*SUITES, "planet", "pixels"]), default="core")
+    parser.add_argument("--suite", choices=sorted([*SUITES, "planet", "pixels", "frontier"]), default="core")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--max-steps", type=int, default=None, help="fewer updates (a quick check, stored apart)")
@@ -657,8 +728,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", metavar="VARIANT", choices=sorted(VARIANTS),
                         help="run these variants (default: the suite's own; e.g. harmful_rlaux) and report the suite")
     parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n interleaved parts of the job list")
-    parser.add_argument("--tasks", nargs="+", choices=list(PIXEL_TASKS), default=PIXEL_DEFAULT_TASKS,
-                        help="pixels suite: the tasks to run (default: cheetah-run cartpole-swingup)")
+    parser.add_argument("--tasks", nargs="+", choices=sorted({*PIXEL_TASKS, *FRONTIER_TASKS}), default=None,
+                        help="pixels suite: the tasks to run (default: cheetah-run cartpole-swingup); frontier suite: "
+                             "default cheetah-run walker-walk")
     args = parser.parse_args()
     tag = "full" if args.max_steps is None else f"steps{args.max_steps}"
     global REPORT_SEEDS
@@ -676,7 +748,22 @@ def main() -> None:
                 list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
         print(planet_report(tag, expected_seeds=len(args.seeds)))
         return
+    if args.suite == "frontier":
+        index, count = (int(x) for x in args.shard.split("/"))
+        tasks = args.tasks or list(FRONTIER_TASKS)
+        jobs = [(t, v, s) for s in args.seeds for t in tasks for v in (args.variants or FRONTIER_VARIANTS)]
+        todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
+        print(f"frontier: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run",
+              flush=True)
+        if not args.report_only:
+            with ThreadPoolExecutor(args.jobs) as pool:
+                list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+        print(frontier_report(tag, expected_seeds=len(args.seeds)))
+        return
     if args.suite == "pixels":
+        args.tasks = args.tasks or PIXEL_DEFAULT_TASKS
+        if any(t not in PIXEL_TASKS for t in args.tasks):
+            parser.error(f"--tasks: the pixels suite runs {', '.join(PIXEL_TASKS)}")
         index, count = (int(x) for x in args.shard.split("/"))
         # Seed-major order: a partial run covers every task and variant with the first seed before any second.
         jobs = [(t, v, s) for s in args.seeds for t in args.tasks for v in PIXEL_VARIANTS]
