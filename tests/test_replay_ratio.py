@@ -71,3 +71,41 @@ def test_resume_at_ratio_2_between_two_updates_of_one_agent_step(tmp_path):
     # 40 warm-up agent steps, then one per 2 updates: 150 policy steps, at action repeat 4
     assert d_straight.collector.env_steps == 4 * (40 + 150) == d_resumed.collector.env_steps
     _assert_same_state(straight, resumed, d_straight, d_resumed)
+
+
+@pytest.mark.parametrize("ratio, log_every, group", [(2, 10, 2), (4, 20, 4), (4, 10, 2)])
+def test_grouped_updates_equal_one_update_per_step(tmp_path, monkeypatch, ratio, log_every, group):
+    """At an integer ratio the updates that share an agent step run in one training_step (the group: the ratio,
+    or its largest divisor that log_every_n_steps is a multiple of): the same parameters, weighting state,
+    replay, evaluations and logged steps as one update per training_step."""
+    import csv
+
+    import lightning.pytorch as pl
+    from conftest import tiny_data, tiny_module, tiny_trainer
+
+    from a2ls_lightning.callbacks import OLAux
+    from a2ls_lightning.data.datamodule import ReplayDataModule
+
+    def run(folder):
+        pl.seed_everything(7)
+        module = tiny_module(aux_losses={"fwd": "forward_dynamics", "inv": "inverse_dynamics"})
+        data = tiny_data(seed=7, eval_interval=300, replay_ratio=ratio)
+        rule = OLAux()
+        trainer = tiny_trainer(folder, 120, callbacks=[rule], log_every_n_steps=log_every,
+                               logger=pl.loggers.CSVLogger(folder, name="", version=""))
+        trainer.fit(module, data)
+        with open(folder / "metrics.csv") as f:
+            logged = [(row["step"], row.get("train/critic_loss"), row.get("eval/return")) for row in csv.DictReader(f)]
+        return module, data, rule, trainer, logged
+
+    grouped = run(tmp_path / "grouped")
+    assert grouped[1].updates_per_batch == group
+    assert grouped[3].fit_loop.epoch_loop.batch_progress.total.completed == 120 // group  # training_steps
+    monkeypatch.setattr(ReplayDataModule, "updates_per_batch", property(lambda self: 1))
+    single = run(tmp_path / "single")
+    assert single[3].fit_loop.epoch_loop.batch_progress.total.completed == 120
+    (a, da, ra, ta, la), (b, db, rb, tb, lb) = grouped, single
+    assert ta.global_step == tb.global_step == 120
+    _assert_same_state(a, b, da, db)
+    assert ra.weights == rb.weights
+    assert la == lb and any(c for _, c, _ in la) and any(e for _, _, e in la)  # train and eval rows, same steps

@@ -14,6 +14,7 @@ each rank reads back its own file on resume.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,27 @@ class ReplayDataModule(pl.LightningDataModule):
         """Updates per agent step, an exact :class:`fractions.Fraction` (``replay_ratio``, or
         ``1/env_steps_per_update`` when it is null)."""
         return self._ratio
+
+    @property
+    def updates_per_batch(self) -> int:
+        """Updates the module runs per train batch: at an integer replay ratio ``k > 1``, a group of the updates
+        that share one agent step (the module draws the group's further batches with :meth:`next_batch`), else 1.
+
+        The group is the largest divisor of ``k`` that the trainer's step counts acted on at the end of a batch
+        (``log_every_n_steps``, each checkpoint callback's ``every_n_train_steps``) are multiples of, so that
+        logging and scheduled saves land where they would without groups: ``k`` itself with the defaults at
+        ``k = 2``; ``gcd(4, 50) = 2`` at ``k = 4`` with ``log_every_n_steps: 50``.
+        """
+        ratio = self._ratio
+        if ratio.denominator != 1 or ratio <= 1:
+            return 1
+        group = int(ratio)
+        trainer = self.trainer
+        if trainer is not None:
+            group = math.gcd(group, trainer.log_every_n_steps or group)
+            for callback in trainer.checkpoint_callbacks:
+                group = math.gcd(group, getattr(callback, "_every_n_train_steps", 0) or group)
+        return group
 
     @property
     def frame_stack(self) -> int:

@@ -349,14 +349,29 @@ class SACModule(pl.LightningModule):
 
     # --- training ----------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._update(batch)
-        # The guard's flag is read here, where the next collection step would wait for the device anyway; a
-        # diverged policy is never evaluated (it would report a return of 0: one-step PhysicsError episodes).
-        self.guard.check()
-        # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners). It runs here,
-        # inside the update, so that every callback's `on_train_batch_end` (a scheduled save, a save on a signal)
-        # sees the update *with* its evaluation: a resumed run then evaluates at the same env steps.
-        self.trainer.datamodule.evaluate_if_due(self.act_deterministic)
+        """One update, or, at an integer replay ratio ``k > 1``, the ``k`` updates that share one agent step (the
+        datamodule's ``updates_per_batch``): Lightning's per-step cost (hooks, logging, progress) is then paid once
+        per group, not once per update. The group's updates run exactly as ungrouped ones would (the same batches,
+        each drawn right before its update, an evaluation where one falls due, the weighting rule's
+        ``after_update`` after each), so results do not depend on the grouping (tested)."""
+        trainer, data = self.trainer, self.trainer.datamodule
+        group = getattr(data, "updates_per_batch", 1)
+        while True:
+            self._update(batch)
+            # The guard's flag is read here, where the next collection step would wait for the device anyway; a
+            # diverged policy is never evaluated (it would report a return of 0: one-step PhysicsError episodes).
+            self.guard.check()
+            # Evaluation has one owner, the datamodule's Evaluator (schedule, env, logging, listeners). It runs
+            # here, inside the update, so that every callback's `on_train_batch_end` (a scheduled save, a save on a
+            # signal) sees the update *with* its evaluation: a resumed run then evaluates at the same env steps.
+            data.evaluate_if_due(self.act_deterministic)
+            done = trainer.global_step
+            if group == 1 or done % group == 0 or 0 < trainer.max_steps <= done:
+                return  # the group's last update: the weighting callback's on_train_batch_end takes it from here
+            self.aux_weighting.after_update()  # what that hook does after every ungrouped update
+            # Lightning counts logging steps in batches; ours are updates (logs land on the update that made them).
+            trainer.fit_loop.epoch_loop._batches_that_stepped += 1
+            batch = data.transfer_batch_to_device(data.next_batch(), self.device, 0)
 
     def _update(self, batch: Mapping[str, torch.Tensor]) -> None:
         """One gradient update (losses, weighting, backward, guard, optimizer step, targets, logging)."""
