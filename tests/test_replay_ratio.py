@@ -59,18 +59,24 @@ def test_replay_ratio_and_env_steps_per_update_together_are_refused(tmp_path):
     assert not (tmp_path / "lightning_logs").exists()
 
 
-def test_resume_at_ratio_2_between_two_updates_of_one_agent_step(tmp_path):
-    """A checkpoint after update 151 (odd: the next update collects nothing) resumes exactly."""
+@pytest.mark.parametrize("module_settings", [None, {"obs_norm": True}])
+def test_resume_at_ratio_2_between_two_updates_of_one_agent_step(tmp_path, module_settings):
+    """A checkpoint after update 151 (odd: mid-group, the next update collects nothing) resumes exactly, with and
+    without observation normalisation (its running statistics are module buffers: compared too)."""
     from test_resume import _run
 
-    straight, d_straight, _ = _run(tmp_path / "a", 300, replay_ratio=2)
+    kw = {"module_settings": module_settings, "replay_ratio": 2}
+    straight, d_straight, _ = _run(tmp_path / "a", 300, **kw)
     ckpt = tmp_path / "b" / "half.ckpt"
-    _run(tmp_path / "b", 151, ckpt_out=ckpt, replay_ratio=2)
-    resumed, d_resumed, trainer = _run(tmp_path / "b", 300, ckpt_in=str(ckpt), replay_ratio=2)
+    _run(tmp_path / "b", 151, ckpt_out=ckpt, **kw)
+    resumed, d_resumed, trainer = _run(tmp_path / "b", 300, ckpt_in=str(ckpt), **kw)
     assert trainer.global_step == 300
     # 40 warm-up agent steps, then one per 2 updates: 150 policy steps, at action repeat 4
     assert d_straight.collector.env_steps == 4 * (40 + 150) == d_resumed.collector.env_steps
     _assert_same_state(straight, resumed, d_straight, d_resumed)
+    if module_settings:  # the statistics were updated (by every training batch) and match (compared above)
+        counts = [v for name, v in straight.state_dict().items() if name.endswith(".count")]
+        assert counts and all(float(c) > 0 for c in counts)
 
 
 @pytest.mark.parametrize("ratio, log_every, group", [(2, 10, 2), (4, 20, 4), (4, 10, 2)])

@@ -7,9 +7,10 @@ import torch
 from conftest import tiny_data, tiny_module, tiny_trainer
 
 
-def _run(tmp_path, steps: int, ckpt_in=None, ckpt_out=None, **data_settings):
+def _run(tmp_path, steps: int, ckpt_in=None, ckpt_out=None, module_settings=None, **data_settings):
     pl.seed_everything(7)
-    module, data = tiny_module(aux_losses=None), tiny_data(seed=7, eval_interval=300, **data_settings)
+    module = tiny_module(**{"aux_losses": None, **(module_settings or {})})
+    data = tiny_data(seed=7, eval_interval=300, **data_settings)
     data.evaluations = {}
     data.add_eval_listener(lambda env_steps, value: data.evaluations.__setitem__(env_steps, value))
     trainer = tiny_trainer(tmp_path, steps)
