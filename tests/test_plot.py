@@ -254,3 +254,33 @@ def test_a2ls_plot_aggregate_without_rliable_says_what_to_install_in_one_line(ru
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "pip install 'a2ls_lightning[stats]'" in err[0]
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a2ls_plot_aggregates_stored_benchmark_records_across_tasks(tmp_path):
+    """Records (``docs/benchmarks/runs/**/*.json``) are runs too: their task is their ``task`` field, their score the
+    last ``eval/return`` (or the curve's mean for AULC) over 1000, and the aggregate is rliable's on that matrix."""
+    import json
+
+    from a2ls_lightning.cli import main
+    from a2ls_lightning.stats import aggregate
+
+    runs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "runs"
+    globs = {"sac": [runs / "full" / "sac", runs / "planet" / "walker-walk" / "sac"],
+             "fwd": [runs / "full" / "forward_dynamics", runs / "planet" / "walker-walk" / "forward_dynamics"]}
+    args = ["plot", "--aggregate", "--score", "aulc", "--reps", "200", "--seed", "1", "--baseline", "sac",
+            "--json", str(tmp_path / "agg.json"), "--out", str(tmp_path / "p.png")]
+    for name, folders in globs.items():
+        args += ["--group", f"{name}=" + "|".join(f"{f}/seed[123].json" for f in folders)]
+    main(args)
+    result = json.loads((tmp_path / "agg.json").read_text())
+    assert sorted(result["tasks"]) == ["cheetah-run", "walker-walk"]
+
+    def aulc(path: Path) -> float:  # the mean of the run's evaluation curve (one point per evaluation)
+        return float(np.mean(eval_curve(json.loads(path.read_text())["scalars"])[1])) / 1000
+
+    expected = {name: np.array([[aulc(f / f"seed{s}.json") for f in folders] for s in (1, 2, 3)])
+                for name, folders in globs.items()}  # [seeds, tasks]
+    by_hand = aggregate(expected, reps=200, seed=1)
+    for name in globs:
+        assert result["groups"][name]["mean"] == pytest.approx(float(expected[name].mean()))
+        assert result["groups"][name]["iqm_ci"] == pytest.approx(by_hand[name]["iqm_ci"])
