@@ -596,13 +596,17 @@ def report(suite: str, tag: str) -> str:
                    "`olaux/cos/<loss>` (the window's mean at each log step), averaged over training and seeds; – where "
                    f"the run predates them.\n\n{weights}\n")
     md = ROOT / "docs" / f"benchmark_{_stem(suite)}{_suffix(tag)}.md"
+    # What follows the marker (what happened, in words) is written by hand and kept as it is.
+    kept = md.read_text().split(KEEP_MARKER, 1) if md.exists() else []
+    kept_text = "\n" + KEEP_MARKER + kept[1] if len(kept) == 2 else ""
     md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}{_seeds_flag()}`"
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
                   f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
                   + weights + (harmful_section(tag) if suite == "harmful" else "")
                   + "\n" + aggregate_section({v: _seed_files(RUNS / tag / v) for v in _report_variants(suite, tag)},
-                                              f"benchmark_{_stem(suite)}{_suffix(tag)}", SUITES[suite][0]))
+                                              f"benchmark_{_stem(suite)}{_suffix(tag)}", SUITES[suite][0])
+                  + kept_text)
     return table
 
 
