@@ -720,6 +720,22 @@ def plot_weights(suite: str, tag: str) -> Path | None:
     return out
 
 
+def run_task_suite(name: str, tasks: Sequence[str], variants: Sequence[str], args: argparse.Namespace,
+                   tag: str) -> None:
+    """Run the (task, variant, seed) jobs of a multi-task suite that have no record yet, ``args.jobs`` at a time.
+
+    Seed-major order: a partial run covers every task and variant with the first seed before any second. Shards
+    (``--shard i/n``) split the full list, not what is left, so machines never pick the same run.
+    """
+    index, count = (int(x) for x in args.shard.split("/"))
+    jobs = [(t, v, s) for s in args.seeds for t in tasks for v in variants]
+    todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
+    print(f"{name}: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run", flush=True)
+    if not args.report_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=sorted([*SUITES, "planet", "pixels", "frontier"]), default="core")
@@ -740,43 +756,18 @@ def main() -> None:
     global REPORT_SEEDS
     REPORT_SEEDS = tuple(args.seeds)
     if args.suite == "planet":
-        index, count = (int(x) for x in args.shard.split("/"))
-        # Seed-major order: a partial run covers every task with the first seed before any second seed.
-        jobs = [(t, v, s) for s in args.seeds for t in PLANET_TASKS for v in PLANET_VARIANTS]
-        # Shards split the full list (not what is left), so machines never pick the same run.
-        todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
-        print(f"planet: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run",
-              flush=True)
-        if not args.report_only:
-            with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+        run_task_suite("planet", PLANET_TASKS, PLANET_VARIANTS, args, tag)
         print(planet_report(tag, expected_seeds=len(args.seeds)))
         return
     if args.suite == "frontier":
-        index, count = (int(x) for x in args.shard.split("/"))
-        tasks = args.tasks or list(FRONTIER_TASKS)
-        jobs = [(t, v, s) for s in args.seeds for t in tasks for v in (args.variants or FRONTIER_VARIANTS)]
-        todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
-        print(f"frontier: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run",
-              flush=True)
-        if not args.report_only:
-            with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+        run_task_suite("frontier", args.tasks or list(FRONTIER_TASKS), args.variants or FRONTIER_VARIANTS, args, tag)
         print(frontier_report(tag, expected_seeds=len(args.seeds)))
         return
     if args.suite == "pixels":
         args.tasks = args.tasks or PIXEL_DEFAULT_TASKS
         if any(t not in PIXEL_TASKS for t in args.tasks):
             parser.error(f"--tasks: the pixels suite runs {', '.join(PIXEL_TASKS)}")
-        index, count = (int(x) for x in args.shard.split("/"))
-        # Seed-major order: a partial run covers every task and variant with the first seed before any second.
-        jobs = [(t, v, s) for s in args.seeds for t in args.tasks for v in PIXEL_VARIANTS]
-        todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
-        print(f"pixels: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run",
-              flush=True)
-        if not args.report_only:
-            with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
+        run_task_suite("pixels", args.tasks, PIXEL_VARIANTS, args, tag)
         print(pixels_report(tag, args.tasks, expected_seeds=len(args.seeds)))
         return
     if not args.report_only:
