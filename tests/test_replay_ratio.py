@@ -115,3 +115,18 @@ def test_grouped_updates_equal_one_update_per_step(tmp_path, monkeypatch, ratio,
     _assert_same_state(a, b, da, db)
     assert ra.weights == rb.weights
     assert la == lb and any(c for _, c, _ in la) and any(e for _, _, e in la)  # train and eval rows, same steps
+
+
+def test_the_final_evaluation_is_not_repeated_when_the_last_updates_collect_nothing(tmp_path):
+    """Ratio 2, 120 updates after 40 warm-up steps: 400 env steps, reached before update 119; the scheduled
+    evaluation at 400 is the run's last (the final one would score the same env steps again)."""
+    import lightning.pytorch as pl
+    from conftest import tiny_data, tiny_module, tiny_trainer
+
+    pl.seed_everything(3)
+    data = tiny_data(replay_ratio=2, eval_interval=200, eval_episodes=1)
+    calls = []
+    data.add_eval_listener(lambda env_steps, value: calls.append(env_steps))
+    tiny_trainer(tmp_path, 120).fit(tiny_module(aux_losses=None), data)
+    assert data.collector.env_steps == 400 and calls == [200, 400]
+    assert data.evaluator.state_dict() == {"next_eval": 600, "last_eval": 400}

@@ -53,11 +53,14 @@ class Evaluator:
         self.video_every = int(video_every)
         self.video_dir = video_dir
         self.next_at = interval
+        self.last_at: int | None = None  # env steps of the latest evaluation
         self._listeners: list[EvalListener] = listeners if listeners is not None else []
 
     def due(self, env_steps: int, final: bool = False) -> bool:
-        """True when training crossed the next ``interval`` mark (or at the end, ``final``)."""
-        return self.episodes > 0 and (final or env_steps >= self.next_at)
+        """True when training crossed the next ``interval`` mark, or at the end (``final``) unless the latest
+        evaluation was at these very env steps: at a replay ratio above 1 the last updates collect nothing, and an
+        evaluation curve has one point per env-step count."""
+        return self.episodes > 0 and ((final and env_steps != self.last_at) or env_steps >= self.next_at)
 
     def episode_returns(self, policy: Policy, env_steps: int, episodes: int | None = None,
                         recorder: VideoRecorder | None = None) -> list[float]:
@@ -73,6 +76,7 @@ class Evaluator:
         """Mean return of ``episodes`` episodes of ``policy``; schedules the next evaluation after ``env_steps``."""
         returns = self.episode_returns(policy, env_steps, recorder=recorder)
         self.next_at = (env_steps // self.interval + 1) * self.interval
+        self.last_at = int(env_steps)
         return float(np.mean(returns))
 
     def _recorder(self, env_steps: int, final: bool) -> VideoRecorder | None:
@@ -112,10 +116,11 @@ class Evaluator:
     # The key name is kept from the side files of version 0.1, so older checkpoints still resume. Their
     # ``eval_collector`` entry (the running evaluation episode) is not needed any more: every evaluation reseeds.
     def state_dict(self) -> dict[str, Any]:
-        return {"next_eval": self.next_at}
+        return {"next_eval": self.next_at, "last_eval": self.last_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.next_at = state["next_eval"]
+        self.last_at = state.get("last_eval")  # absent from side files written before it existed
 
 
 def evaluation_seed(seed: int, env_steps: int) -> int:
