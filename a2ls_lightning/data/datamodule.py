@@ -134,8 +134,9 @@ class ReplayDataModule(pl.LightningDataModule):
         check(slice_length is None or slice_length >= 2, f"slice_length={slice_length} must be >= 2 or null")
         check(warmup_steps >= 0, f"warmup_steps={warmup_steps} must be >= 0")
         check(env_steps_per_update >= 1, f"env_steps_per_update={env_steps_per_update} must be >= 1")
+        # updates per agent step, exact (validated here, before any work)
+        ratio = parse_replay_ratio(replay_ratio if replay_ratio is not None else f"1/{env_steps_per_update}")
         if replay_ratio is not None:
-            parse_replay_ratio(replay_ratio)
             check(env_steps_per_update == 1, f"data.env_steps_per_update={env_steps_per_update} and data.replay_ratio="
                   f"{replay_ratio} both set the collection; allowed: one of them (replay_ratio = "
                   f"1/env_steps_per_update)")
@@ -151,7 +152,7 @@ class ReplayDataModule(pl.LightningDataModule):
         self.evaluator: Evaluator | None = None
         self._eval_listeners: list[EvalListener] = []
         self._batches = 0  # batches made so far (one per update): the replay ratio's schedule position
-        self._ratio = parse_replay_ratio(replay_ratio if replay_ratio is not None else f"1/{env_steps_per_update}")
+        self._ratio = ratio
 
     # --- what the module needs to build its networks -------------------------------------------------
     @property
