@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from a2ls_lightning.plotting import (
     Curve,
@@ -110,8 +111,12 @@ VARIANTS["harmful_olaux"].append("--trainer.callbacks.lr=1e-4")  # OL-AUX's defa
 VARIANTS["harmful_rlaux"] = [f"--model.aux_losses={NINE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
 # RL-AUX on the five useful losses (its defaults: the authors' weight grid, a reward every 4 updates).
 VARIANTS["five_rlaux"] = [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
+# The Adam step of version 0.2's default (fused where torch can; the records made before it used the foreach step),
+# named explicitly so its command says it; against "sac" it shows the new default leaves learning as it was.
+VARIANTS["sac_fused"] = ["--model.fused_adam=true"]
 SUITES = {
     "core": ["sac"],
+    "fused_adam": ["sac", "sac_fused"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
     "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_lr5e-3",
               "five_olaux_log_critic", "five_olaux_v01"],
@@ -250,6 +255,7 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
                            f"{run_dir / 'fit.log'}): {result.message}")
     # Stored relative to the repository: no path of the machine it ran on.
     record = {"task": task, "variant": variant, "seed": seed, "seconds": (result.minutes or 0.0) * 60 + earlier,
+              "adam_step": _adam_step(config, fit_args),
               "command": " ".join(["python -m a2ls_lightning.cli fit", fit_args[0], f"--seed_everything={seed}",
                                    *fit_args[1:]]),
               "scalars": _scalars(run_dir)}
@@ -262,6 +268,23 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
     print(f"  done {task} {variant} seed {seed}: final eval/return {record['scalars']['eval/return'][-1][1]:.1f} "
           f"in {record['seconds'] / 60:.1f} min", flush=True)
     return record
+
+
+def _adam_step(config: Path, fit_args: Sequence[str]) -> str:
+    """``fused`` or ``foreach``: the Adam step a run took (``model.fused_adam``: the last of the command's settings,
+    else the config's, else the default's choice on this machine's CPU). Records without the field predate the
+    field and ran the foreach step."""
+    import yaml
+
+    from a2ls_lightning.modules.agent import can_fuse_adam
+
+    value = (yaml.safe_load(config.read_text()).get("model") or {}).get("fused_adam")
+    for arg in fit_args:
+        if arg.startswith("--model.fused_adam="):
+            value = yaml.safe_load(arg.split("=", 1)[1])
+    if value is None:
+        value = can_fuse_adam(torch.device("cpu"))
+    return "fused" if value else "foreach"
 
 
 def _curve(result: dict) -> Curve:
