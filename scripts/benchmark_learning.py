@@ -130,7 +130,7 @@ PLANET_TASKS = {"cartpole-swingup": 8, "reacher-easy": 4, "cheetah-run": 4, "fin
                 "ball_in_cup-catch": 4, "walker-walk": 2}
 PLANET_VARIANTS = ["sac", "a2_winner_v", "forward_dynamics", "five_fixed"]
 #: The pixels suite: its own config, the papers' action repeats and (CURL, A2LS) learning rates per task.
-PIXEL_CONFIG = ROOT / "configs" / "benchmark_pixels_cpu.yaml"
+PIXEL_CONFIG = DEFAULT_PIXEL_CONFIG = ROOT / "configs" / "benchmark_pixels_cpu.yaml"  # --pixel-config replaces it
 PIXEL_TASKS = {"cheetah-run": 4, "cartpole-swingup": 8, "ball_in_cup-catch": 4}
 PIXEL_DEFAULT_TASKS = ["cheetah-run", "cartpole-swingup"]
 PIXEL_LR = {"cheetah-run": None, "cartpole-swingup": 1e-3, "ball_in_cup-catch": 1e-3}  # None: the config's 2e-4
@@ -541,11 +541,15 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
     # What follows the marker (the speed of the pixel path, notes) is written by hand and kept as it is.
     kept = md.read_text().split(KEEP_MARKER, 1) if md.exists() else []
     kept_text = KEEP_MARKER + kept[1] if len(kept) == 2 else ""
+    cpu_scale = PIXEL_CONFIG == DEFAULT_PIXEL_CONFIG
+    flag = "" if cpu_scale else f" --pixel-config {PIXEL_CONFIG.relative_to(ROOT)}"
     md.write_text(
-        "# Learning benchmark: pixels at CPU scale (SAC, + CURL, + A2-winner)\n\n"
-        f"Measured by `python scripts/benchmark_learning.py --suite pixels{_seeds_flag()}` on this project's 2-core "
-        f"CPU machine (one thread per run); config `configs/{PIXEL_CONFIG.name}`: 64-pixel renders randomly cropped "
-        "to 56, frame stack 3, 4 conv layers of 16 filters, 256-wide actor and critics, batch 32, the papers' "
+        f"# Learning benchmark: pixels at {'CPU scale' if cpu_scale else PIXEL_CONFIG.stem + ' size'} (SAC, + CURL, "
+        "+ A2-winner)\n\n"
+        f"Measured by `python scripts/benchmark_learning.py --suite pixels{flag}{_seeds_flag()}` "
+        + ("on this project's 2-core CPU machine (one thread per run)" if cpu_scale else
+           "on the machine its records were made on (one torch thread per run for the CPU side)")
+        + f"; config `{PIXEL_CONFIG.relative_to(ROOT)}`: {_pixel_sizes()}, the papers' "
         "action repeats and learning rates (2e-4 on cheetah-run, 1e-3 elsewhere), 100k env steps (1000 warm-up "
         f"agent steps), evaluation every 10k env steps over 10 episodes. Status: {status}.\n\n"
         "Variants (arguments added to the config; each auxiliary loss with its A2LS preset unchanged):\n\n"
@@ -561,6 +565,18 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
                              for v in PIXEL_VARIANTS}, f"benchmark_pixels{_suffix(tag)}", "pixel_sac")
         + (f"\n{kept_text}" if kept_text else ""))
     return table
+
+
+def _pixel_sizes() -> str:
+    """The pixel config's sizes in words (renders, crop, frame stack, encoder, widths, batch, precision)."""
+    import yaml
+
+    config = yaml.safe_load(PIXEL_CONFIG.read_text())
+    model, data = config.get("model") or {}, config.get("data") or {}
+    return (f"{data.get('image_size', 84)}-pixel renders randomly cropped to {model.get('crop_size', 84)}, frame "
+            f"stack {data.get('frame_stack', 3)}, 4 conv layers of {model.get('num_filters', 32)} filters, "
+            f"{model.get('hidden_dim', 1024)}-wide actor and critics, batch {data.get('batch_size', 128)}, precision "
+            f"{(config.get('trainer') or {}).get('precision', 32)}")
 
 
 def weights_table(suite: str, tag: str) -> str:
@@ -771,11 +787,24 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", metavar="VARIANT", choices=sorted(VARIANTS),
                         help="run these variants (default: the suite's own; e.g. harmful_rlaux) and report the suite")
     parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n interleaved parts of the job list")
+    parser.add_argument("--pixel-config", type=Path, default=None, metavar="YAML",
+                        help="pixels suite: train on this config instead of the CPU-scale one, e.g. the papers' size "
+                             "on a GPU: configs/sac_cheetah_pixels.yaml (records, run folders and report are tagged "
+                             "with its name)")
     parser.add_argument("--tasks", nargs="+", choices=sorted({*PIXEL_TASKS, *FRONTIER_TASKS}), default=None,
                         help="pixels suite: the tasks to run (default: cheetah-run cartpole-swingup); frontier suite: "
                              "default cheetah-run walker-walk")
     args = parser.parse_args()
     tag = "full" if args.max_steps is None else f"steps{args.max_steps}"
+    if args.pixel_config is not None:
+        if args.suite != "pixels":
+            parser.error("--pixel-config: only with --suite pixels")
+        config = (Path.cwd() / args.pixel_config).resolve()
+        if not config.is_file() or not config.is_relative_to(ROOT):
+            parser.error(f"--pixel-config: {args.pixel_config} is not a config file of this repository")
+        global PIXEL_CONFIG
+        PIXEL_CONFIG = config
+        tag = PIXEL_CONFIG.stem if args.max_steps is None else f"{tag}_{PIXEL_CONFIG.stem}"
     global REPORT_SEEDS
     REPORT_SEEDS = tuple(args.seeds)
     if args.suite == "planet":

@@ -1,0 +1,39 @@
+"""What the learning benchmark's records and options say: each record's Adam step (the default changed in version
+0.2) and the pixels suite on another config (``--pixel-config``, e.g. the papers' size on a GPU)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from test_pixel_tasks import BENCH
+
+from a2ls_lightning.modules.agent import can_fuse_adam
+
+
+def test_a_records_adam_step_follows_the_command_then_the_config_then_the_default():
+    default = "fused" if can_fuse_adam(torch.device("cpu")) else "foreach"
+    assert BENCH._adam_step(BENCH.CONFIG, []) == default
+    assert BENCH._adam_step(BENCH.CONFIG, BENCH.VARIANTS["sac_fused"]) == "fused"
+    assert BENCH._adam_step(BENCH.CONFIG, ["--model.fused_adam=true", "--model.fused_adam=false"]) == "foreach"
+    assert BENCH._adam_step(BENCH.FRONTIER_CONFIG, []) == "fused"  # the config sets it
+
+
+def test_pixel_config_names_the_sizes_of_the_config_it_runs(monkeypatch):
+    assert BENCH._pixel_sizes().startswith("64-pixel renders randomly cropped to 56, frame stack 3, 4 conv layers of 16")
+    monkeypatch.setattr(BENCH, "PIXEL_CONFIG", BENCH.ROOT / "configs" / "sac_cheetah_pixels.yaml")
+    sizes = BENCH._pixel_sizes()
+    assert "100-pixel renders randomly cropped to 84" in sizes and "1024-wide" in sizes and "batch 512" in sizes
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--suite", "core", "--pixel-config", "configs/sac_cheetah_pixels.yaml"], "only with --suite pixels"),
+    (["--suite", "pixels", "--pixel-config", "configs/nope.yaml"], "is not a config file of this repository"),
+])
+def test_pixel_config_is_refused_before_any_work(monkeypatch, capsys, argv, fragment):
+    monkeypatch.setattr(sys, "argv", ["benchmark_learning.py", *argv])
+    monkeypatch.setattr(BENCH, "run_task_suite", lambda *a, **k: pytest.fail("no run may start"))
+    with pytest.raises(SystemExit):
+        BENCH.main()
+    assert fragment in capsys.readouterr().err
