@@ -114,9 +114,12 @@ VARIANTS["five_rlaux"] = [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2
 # The Adam step of version 0.2's default (fused where torch can; the records made before it used the foreach step),
 # named explicitly so its command says it; against "sac" it shows the new default leaves learning as it was.
 VARIANTS["sac_fused"] = ["--model.fused_adam=true"]
+# The foreach step under the same code as sac_fused: "sac"'s records are older (made by earlier versions of the
+# package), so only this pair isolates the Adam step.
+VARIANTS["sac_foreach"] = ["--model.fused_adam=false"]
 SUITES = {
     "core": ["sac"],
-    "fused_adam": ["sac", "sac_fused"],
+    "fused_adam": ["sac_foreach", "sac_fused", "sac"],
     "aux": ["sac", "a2_winner_v", "forward_dynamics"],
     "olaux": ["sac", "five_fixed", "five_gradient_balancing", "five_olaux", "five_olaux_lr5e-3",
               "five_olaux_log_critic", "five_olaux_v01"],
