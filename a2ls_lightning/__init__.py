@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from a2ls_lightning.modules.aux_spec import AuxLossSpec
 
 __all__ = ["AuxLossSpec", "ReplayDataModule", "SACModule"]
-__version__ = "0.2.0"
+__version__ = "0.1.0"
 
 _LAZY = {
     "ReplayDataModule": "a2ls_lightning.data.datamodule",

@@ -55,7 +55,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from a2ls_lightning.plotting import (
     Curve,
@@ -111,11 +110,10 @@ VARIANTS["harmful_olaux"].append("--trainer.callbacks.lr=1e-4")  # OL-AUX's defa
 VARIANTS["harmful_rlaux"] = [f"--model.aux_losses={NINE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
 # RL-AUX on the five useful losses (its defaults: the authors' weight grid, a reward every 4 updates).
 VARIANTS["five_rlaux"] = [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
-# The Adam step of version 0.2's default (fused where torch can; the records made before it used the foreach step),
-# named explicitly so its command says it; against "sac" it shows the new default leaves learning as it was.
+# The fused Adam step (faster; equal to the default foreach step up to rounding) against the foreach step under the
+# same code, both named explicitly: "sac"'s records were made by earlier versions of the package, so only this pair
+# isolates the Adam step (would the fused step make a safe default?).
 VARIANTS["sac_fused"] = ["--model.fused_adam=true"]
-# The foreach step under the same code as sac_fused: "sac"'s records are older (made by earlier versions of the
-# package), so only this pair isolates the Adam step.
 VARIANTS["sac_foreach"] = ["--model.fused_adam=false"]
 SUITES = {
     "core": ["sac"],
@@ -275,18 +273,13 @@ def run_one(variant: str, seed: int, max_steps: int | None, tag: str, task: str 
 
 def _adam_step(config: Path, fit_args: Sequence[str]) -> str:
     """``fused`` or ``foreach``: the Adam step a run took (``model.fused_adam``: the last of the command's settings,
-    else the config's, else the default's choice on this machine's CPU). Records without the field predate the
-    field and ran the foreach step."""
+    else the config's, else the default, foreach)."""
     import yaml
-
-    from a2ls_lightning.modules.agent import can_fuse_adam
 
     value = (yaml.safe_load(config.read_text()).get("model") or {}).get("fused_adam")
     for arg in fit_args:
         if arg.startswith("--model.fused_adam="):
             value = yaml.safe_load(arg.split("=", 1)[1])
-    if value is None:
-        value = can_fuse_adam(torch.device("cpu"))
     return "fused" if value else "foreach"
 
 
@@ -477,7 +470,7 @@ def frontier_report(tag: str, expected_seeds: int = 3) -> str:
     table = "\n".join(lines)
     variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
                          for v in FRONTIER_VARIANTS)
-    (ROOT / "docs" / f"benchmark_frontier{_suffix(tag)}.md").write_text(
+    _write_report(ROOT / "docs" / f"benchmark_frontier{_suffix(tag)}.md",
         "# Learning benchmark: the model-free frontier at CPU scale\n\n"
         f"Measured by `python scripts/benchmark_learning.py --suite frontier{_seeds_flag()}` on this project's 2-core "
         f"CPU machine (one thread per run); config `configs/{FRONTIER_CONFIG.name}` (SimBa's SAC choices, scaled "
@@ -540,13 +533,9 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
         for t, (o, h) in orders.items() if o) or "(no runs recorded yet)"
     variants = "\n".join(f"- `{v}`: " + (" ".join(f"`{a}`" for a in VARIANTS[v]) or "the config as it is")
                           for v in PIXEL_VARIANTS)
-    md = ROOT / "docs" / f"benchmark_pixels{_suffix(tag)}.md"
-    # What follows the marker (the speed of the pixel path, notes) is written by hand and kept as it is.
-    kept = md.read_text().split(KEEP_MARKER, 1) if md.exists() else []
-    kept_text = KEEP_MARKER + kept[1] if len(kept) == 2 else ""
     cpu_scale = PIXEL_CONFIG == DEFAULT_PIXEL_CONFIG
     flag = "" if cpu_scale else f" --pixel-config {PIXEL_CONFIG.relative_to(ROOT)}"
-    md.write_text(
+    _write_report(ROOT / "docs" / f"benchmark_pixels{_suffix(tag)}.md",
         f"# Learning benchmark: pixels at {'CPU scale' if cpu_scale else PIXEL_CONFIG.stem + ' size'} (SAC, + CURL, "
         "+ A2-winner)\n\n"
         f"Measured by `python scripts/benchmark_learning.py --suite pixels{flag}{_seeds_flag()}` "
@@ -565,8 +554,7 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
         "orientation only; the ordering is what this protocol can test.\n\n"
         f"{table}\n\nOrdering by AULC (mean over seeds):\n\n{ordering}\n\n![curves]({png.name})\n\n"
         + aggregate_section({v: [p for t in curves for p in _seed_files(record_path(v, 0, tag, t).parent)]
-                             for v in PIXEL_VARIANTS}, f"benchmark_pixels{_suffix(tag)}", "pixel_sac")
-        + (f"\n{kept_text}" if kept_text else ""))
+                             for v in PIXEL_VARIANTS}, f"benchmark_pixels{_suffix(tag)}", "pixel_sac"))
     return table
 
 
@@ -637,19 +625,21 @@ def report(suite: str, tag: str) -> str:
         weights = ("\n## Auxiliary weights\n\nDot product and cosine: OL-AUX's diagnostics `olaux/dot/<loss>` and "
                    "`olaux/cos/<loss>` (the window's mean at each log step), averaged over training and seeds; – where "
                    f"the run predates them.\n\n{weights}\n")
-    md = ROOT / "docs" / f"benchmark_{_stem(suite)}{_suffix(tag)}.md"
-    # What follows the marker (what happened, in words) is written by hand and kept as it is.
-    kept = md.read_text().split(KEEP_MARKER, 1) if md.exists() else []
-    kept_text = "\n" + KEEP_MARKER + kept[1] if len(kept) == 2 else ""
-    md.write_text(f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}{_seeds_flag()}`"
+    _write_report(ROOT / "docs" / f"benchmark_{_stem(suite)}{_suffix(tag)}.md", f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}{_seeds_flag()}`"
                   f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
                   f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
                   + weights + (harmful_section(tag) if suite == "harmful" else "")
                   + "\n" + aggregate_section({v: _seed_files(RUNS / tag / v) for v in _report_variants(suite, tag)},
-                                              f"benchmark_{_stem(suite)}{_suffix(tag)}", SUITES[suite][0])
-                  + kept_text)
+                                              f"benchmark_{_stem(suite)}{_suffix(tag)}", SUITES[suite][0]))
     return table
+
+
+def _write_report(md: Path, text: str) -> None:
+    """Write a report, keeping what follows :data:`KEEP_MARKER` in the existing file (written by hand: what happened,
+    in words) as it is."""
+    kept = md.read_text().split(KEEP_MARKER, 1) if md.exists() else []
+    md.write_text(text + ("\n" + KEEP_MARKER + kept[1] if len(kept) == 2 else ""))
 
 
 def _stem(suite: str) -> str:

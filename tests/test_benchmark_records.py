@@ -1,20 +1,16 @@
-"""What the learning benchmark's records and options say: each record's Adam step (the default changed in version
-0.2) and the pixels suite on another config (``--pixel-config``, e.g. the papers' size on a GPU)."""
+"""What the learning benchmark's records and options say: each record's Adam step (foreach by default, fused where a
+command or config asks) and the pixels suite on another config (``--pixel-config``, e.g. the papers' size on a GPU)."""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
-import torch
 from test_pixel_tasks import BENCH
-
-from a2ls_lightning.modules.agent import can_fuse_adam
 
 
 def test_a_records_adam_step_follows_the_command_then_the_config_then_the_default():
-    default = "fused" if can_fuse_adam(torch.device("cpu")) else "foreach"
-    assert BENCH._adam_step(BENCH.CONFIG, []) == default
+    assert BENCH._adam_step(BENCH.CONFIG, []) == "foreach"
     assert BENCH._adam_step(BENCH.CONFIG, BENCH.VARIANTS["sac_fused"]) == "fused"
     assert BENCH._adam_step(BENCH.CONFIG, ["--model.fused_adam=true", "--model.fused_adam=false"]) == "foreach"
     assert BENCH._adam_step(BENCH.FRONTIER_CONFIG, []) == "fused"  # the config sets it
