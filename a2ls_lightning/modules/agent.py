@@ -108,8 +108,8 @@ class SACModule(pl.LightningModule):
         target_entropy_coef: target entropy ``-coef·|A|`` (SimBa: 0.5); null: ``target_entropy``'s rule. Not
             together with ``target_entropy``.
         fused_adam: the fused Adam/AdamW step (``fused=True``: one kernel per step), 0.5 ms faster per update on
-            the CPU benchmark config (0.60 vs 1.08 ms, one thread; end to end 1.16× CleanRL's SAC against 1.06-1.09×
-            with the default). Equal to the default's foreach step up to rounding (1e-9 relative after one update),
+            the CPU benchmark config (0.60 vs 1.08 ms, one thread; end to end 1.06-1.16× CleanRL's SAC against
+            1.01-1.07× with the default, on a shared 2-core CPU). Equal to the default's foreach step up to rounding (1e-9 relative after one update),
             but runs then take other trajectories, as under another seed (state cheetah-run, seeds 1-4: final return
             232.6 ± 35.7 fused vs 284.8 ± 20.6 foreach, Welch p 0.08); not the default, so that every stored result
             stays reproducible bit for bit. Refused in one line where this torch cannot fuse Adam on the device.
