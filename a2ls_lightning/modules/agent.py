@@ -109,10 +109,11 @@ class SACModule(pl.LightningModule):
             together with ``target_entropy``.
         fused_adam: the fused Adam/AdamW step (``fused=True``: one kernel per step), 0.5 ms faster per update on
             the CPU benchmark config (0.60 vs 1.08 ms, one thread; end to end 1.06-1.16× CleanRL's SAC against
-            1.01-1.07× with the default, on a shared 2-core CPU). Equal to the default's foreach step up to rounding (1e-9 relative after one update),
-            but runs then take other trajectories, as under another seed (state cheetah-run, seeds 1-4: final return
-            232.6 ± 35.7 fused vs 284.8 ± 20.6 foreach, Welch p 0.08); not the default, so that every stored result
-            stays reproducible bit for bit. Refused in one line where this torch cannot fuse Adam on the device.
+            1.01-1.07× with the default, on a shared 2-core CPU). Equal to the default's foreach step up to
+            rounding (1e-9 relative after one update), but runs then take other trajectories, as under another seed
+            (state cheetah-run, seeds 1-4: final return 232.6 ± 35.7 fused vs 284.8 ± 20.6 foreach, Welch p 0.08);
+            not the default, so that every stored result stays reproducible bit for bit. Refused in one line where
+            this torch cannot fuse Adam on the device.
         reset_every: re-initialise part of the agent every this many updates, keeping the replay (primacy bias,
             Nikishin et al. 2022); 0: never.
         reset_scope: what a reset re-initialises: ``last`` (the last layer of the actor and of each Q-network,
