@@ -562,12 +562,16 @@ def _pixel_sizes() -> str:
     """The pixel config's sizes in words (renders, crop, frame stack, encoder, widths, batch, precision)."""
     import yaml
 
+    from a2ls_lightning import ReplayDataModule, SACModule
+    from a2ls_lightning.modules.agent import init_defaults
+
     config = yaml.safe_load(PIXEL_CONFIG.read_text())
-    model, data = config.get("model") or {}, config.get("data") or {}
-    return (f"{data.get('image_size', 84)}-pixel renders randomly cropped to {model.get('crop_size', 84)}, frame "
-            f"stack {data.get('frame_stack', 3)}, 4 conv layers of {model.get('num_filters', 32)} filters, "
-            f"{model.get('hidden_dim', 1024)}-wide actor and critics, batch {data.get('batch_size', 128)}, precision "
-            f"{(config.get('trainer') or {}).get('precision', 32)}")
+    # The config's values over the classes' own defaults (what a2ls fit would use for a setting it leaves out).
+    model = init_defaults(SACModule) | (config.get("model") or {})
+    data = init_defaults(ReplayDataModule) | (config.get("data") or {})
+    return (f"{data['image_size']}-pixel renders randomly cropped to {model['crop_size']}, frame stack "
+            f"{data['frame_stack']}, {model['encoder_layers'] or 4} conv layers of {model['num_filters']} filters, {model['hidden_dim']}-wide actor "
+            f"and critics, batch {data['batch_size']}, precision {(config.get('trainer') or {}).get('precision', 32)}")
 
 
 def weights_table(suite: str, tag: str) -> str:
@@ -625,8 +629,10 @@ def report(suite: str, tag: str) -> str:
         weights = ("\n## Auxiliary weights\n\nDot product and cosine: OL-AUX's diagnostics `olaux/dot/<loss>` and "
                    "`olaux/cos/<loss>` (the window's mean at each log step), averaged over training and seeds; – where "
                    f"the run predates them.\n\n{weights}\n")
-    _write_report(ROOT / "docs" / f"benchmark_{_stem(suite)}{_suffix(tag)}.md", f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite {suite}{_seeds_flag()}`"
-                  f" on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, one thread per run. "
+    _write_report(ROOT / "docs" / f"benchmark_{_stem(suite)}{_suffix(tag)}.md",
+                  f"# Learning benchmark: {suite}\n\nMeasured by `python scripts/benchmark_learning.py --suite "
+                  f"{suite}{_seeds_flag()}` on this project's 2-core CPU machine; config `configs/{CONFIG.name}`, "
+                  "one thread per run. "
                   f"Variants (arguments added to the config):\n\n{variants}\n\n{table}\n\n"
                   f"![curves]({png.name})\n" + (f"\n![weights]({weights_png.name})\n" if weights_png else "")
                   + weights + (harmful_section(tag) if suite == "harmful" else "")

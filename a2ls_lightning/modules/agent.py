@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from a2ls_lightning.modules.encoders import BLOCK_ENCODERS, ENCODERS
 from a2ls_lightning.modules.graphed import GraphedUpdate
 from a2ls_lightning.modules.guard import NONFINITE_MODES, NonFiniteGuard
-from a2ls_lightning.modules.lean_step import wrappers_idle
+from a2ls_lightning.modules.lean_step import counted_step, wrappers_idle
 from a2ls_lightning.modules.learner import SACLearner
 from a2ls_lightning.modules.resets import RESET_SCOPES, reset_due, reset_learner, reset_seed
 from a2ls_lightning.modules.run_checks import (
@@ -426,9 +426,7 @@ class SACModule(pl.LightningModule):
             opt.zero_grad(set_to_none=True)  # the update is dropped whole: no step, no target update
             return
         if self._lean_steps:  # LightningOptimizer.step without the layers that would only pass the call on
-            opt._on_before_step()
-            opt.optimizer.step()
-            opt._on_after_step()
+            counted_step(opt, opt.optimizer.step)
         else:
             opt.step()
         if update % hp.target_update_freq == 0:
@@ -481,10 +479,7 @@ class SACModule(pl.LightningModule):
             self._graphed = self.graphed_update(opt.optimizer, self.aux_weighting)
         main, aux, metrics, grad_norm = self._graphed(batch, update_actor, update % hp.target_update_freq == 0)
         self.guard.observe(update, _named_losses(main, aux), [grad_norm])
-        # Lightning counts optimizer steps (trainer.global_step, max_steps) in LightningOptimizer.step's hooks;
-        # the step itself ran in the graph, so only the hooks are called.
-        opt._on_before_step()
-        opt._on_after_step()
+        counted_step(opt)  # the step itself ran in the graph: only Lightning's counting is left to do
         self._after_update(update, main, aux, metrics)
 
     def _after_update(self, update: int, main: dict, aux: dict, metrics: dict) -> None:
