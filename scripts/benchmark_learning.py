@@ -320,7 +320,7 @@ def _versus_sac(aulc: Sequence[float], sac: Sequence[float] | None, variant: str
     standard deviations (population ones, as in :func:`summarize`: the mean ± std ranges do not overlap); the second
     is Welch's two-sided p-value of the same difference. Both need 2 seeds of each side.
     """
-    if variant == "sac" or not sac:
+    if variant == "sac" or not sac or not aulc:  # nothing to compare until both sides have a run
         return "–", "–"
     a, b = np.asarray(aulc, dtype=float), np.asarray(sac, dtype=float)
     diff = a.mean() - b.mean()

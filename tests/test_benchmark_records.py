@@ -33,3 +33,9 @@ def test_pixel_config_is_refused_before_any_work(monkeypatch, capsys, argv, frag
     with pytest.raises(SystemExit):
         BENCH.main()
     assert fragment in capsys.readouterr().err
+
+
+def test_a_comparison_waits_for_a_run_on_both_sides():
+    assert BENCH._versus_sac([], [20.0], "pixel_a2_winner") == ("–", "–")  # A2-winner not run yet: no "nan"
+    assert BENCH._versus_sac([30.0], [], "pixel_a2_winner") == ("–", "–")
+    assert BENCH._versus_sac([30.0], [20.0], "pixel_a2_winner") == ("+10.0 (1 seed)", "–")
