@@ -570,8 +570,9 @@ def _pixel_sizes() -> str:
     model = init_defaults(SACModule) | (config.get("model") or {})
     data = init_defaults(ReplayDataModule) | (config.get("data") or {})
     return (f"{data['image_size']}-pixel renders randomly cropped to {model['crop_size']}, frame stack "
-            f"{data['frame_stack']}, {model['encoder_layers'] or 4} conv layers of {model['num_filters']} filters, {model['hidden_dim']}-wide actor "
-            f"and critics, batch {data['batch_size']}, precision {(config.get('trainer') or {}).get('precision', 32)}")
+            f"{data['frame_stack']}, {model['encoder_layers'] or 4} conv layers of {model['num_filters']} filters, "
+            f"{model['hidden_dim']}-wide actor and critics, batch {data['batch_size']}, precision "
+            f"{(config.get('trainer') or {}).get('precision', 32)}")
 
 
 def weights_table(suite: str, tag: str) -> str:
