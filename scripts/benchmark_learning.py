@@ -342,8 +342,8 @@ def planet_report(tag: str, expected_seeds: int = 3) -> str:
     curves = {task: {v: [_curve(json.loads(p.read_text())) for p in
                          _seed_files(record_path(v, 0, tag, task).parent)]
                      for v in PLANET_VARIANTS} for task in PLANET_TASKS}
-    header = ("| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) | rank by AULC "
-              "| AULC − SAC's | p (Welch) |")
+    header = ("| task (action repeat) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) "
+              "| rank by AULC | AULC − SAC's | p (Welch) |")
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     ratios: dict[str, dict[str, list[float]]] = {v: {"final": [], "aulc": []} for v in PLANET_VARIANTS}
     complete = 0
@@ -446,8 +446,9 @@ def frontier_report(tag: str, expected_seeds: int = 3) -> str:
 
     results = {t: {v: [json.loads(p.read_text()) for p in _seed_files(record_path(v, 0, tag, t).parent)]
                    for v in FRONTIER_VARIANTS} for t in FRONTIER_TASKS}
-    lines = ["| task (action repeat, replay ratio) | variant | seeds | final eval/return (mean ± std) | AULC (mean ± std) "
-             "| minutes/run | SAC + SimBa, published | SAC (SimBa's runs), published |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task (action repeat, replay ratio) | variant | seeds | final eval/return (mean ± std) "
+             "| AULC (mean ± std) | minutes/run | SAC + SimBa, published | SAC (SimBa's runs), published |",
+             "|---|---|---|---|---|---|---|---|"]
     complete = 0
     for task, by_variant in results.items():
         repeat, ratio = FRONTIER_TASKS[task]
@@ -607,8 +608,8 @@ def report(suite: str, tag: str) -> str:
 
     matplotlib.use("Agg")  # for plot_weights' pyplot
 
-    rows = ["| variant | seeds | eval/return at the end (mean ± std) | AULC of eval/return (mean ± std) | minutes/run |",
-            "|---|---|---|---|---|"]
+    rows = ["| variant | seeds | eval/return at the end (mean ± std) | AULC of eval/return (mean ± std) "
+            "| minutes/run |", "|---|---|---|---|---|"]
     groups: dict[str, list[Curve]] = {}
     for variant in _report_variants(suite, tag):
         results = _results(variant, tag)

@@ -123,7 +123,8 @@ RULES = {
 FIVE = {"fwd": "forward_dynamics", "inv": "inverse_dynamics", "rew": "reward_prediction",
         "rec": "state_reconstruction", "a2v": "a2_winner_v"}
 MODULE_RULES = {"FixedWeights": lambda: FixedWeights(1.0), "OLAux": lambda: OLAux(),
-                "RLAux (default: reward_every=4)": lambda: RLAux(), "RLAux (reward_every=1)": lambda: RLAux(reward_every=1)}
+                "RLAux (default: reward_every=4)": lambda: RLAux(),
+                "RLAux (reward_every=1)": lambda: RLAux(reward_every=1)}
 
 
 def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:

@@ -319,8 +319,8 @@ def main() -> None:
     malloc = "plain glibc malloc" if args.plain_malloc else ", ".join(f"{k}={v}" for k, v in MMAP_ENV.items())
     print(f"# Pixel path speed\n\n    {command.strip()}\n\nOne CPU thread (torch.set_num_threads(1), "
           f"OMP_NUM_THREADS=1), MUJOCO_GL={os.environ.get('MUJOCO_GL')}, {malloc}; config "
-          f"`{args.config.resolve().relative_to(ROOT)}`: renders {d['image_size']}² → crop {m['crop_size']}, frame stack "
-          f"{d['frame_stack']}, {m.get('num_filters', 32)} filters, hidden {m.get('hidden_dim')}, batch "
+          f"`{args.config.resolve().relative_to(ROOT)}`: renders {d['image_size']}² → crop {m['crop_size']}, "
+          f"frame stack {d['frame_stack']}, {m.get('num_filters', 32)} filters, hidden {m.get('hidden_dim')}, batch "
           f"{d['batch_size']}. Medians of repeated calls; the update is the mean of {args.updates} updates.\n",
           flush=True)
 
@@ -356,12 +356,13 @@ def main() -> None:
     cli_head = " | a2ls fit, per update (with its env step) | Lightning overhead" if args.calibrate else ""
     print(f"\n## Per update (ms), task {args.tasks[0]}\n\n| variant | update | updates/s (update + sample) | sample "
           "batch | random crops | encoder forward | encoder backward | auxiliary loss (head fwd+bwd) | rest (critic, "
-          f"actor, α, Adam, EMA){cli_head} |\n|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.calibrate else ""))
+          f"actor, α, Adam, EMA){cli_head} |\n|---|---|---|---|---|---|---|---|---|"
+          + ("---|---|" if args.calibrate else ""))
     for variant, u in upd.items():
         cli = f" | {u['cli'] * 1e3:.1f} | {overhead[variant] * 1e3:.1f}" if args.calibrate else ""
-        print(f"| {variant} | {u['update'] * 1e3:.1f} | {1 / (u['update'] + u['sample']):.1f} | {u['sample'] * 1e3:.1f} | "
-              f"{u['crop'] * 1e3:.1f} | {u['encoder_forward'] * 1e3:.1f} | {u['encoder_backward'] * 1e3:.1f} | "
-              f"{u['aux_loss'] * 1e3:.1f} | {u['rest'] * 1e3:.1f}{cli} |")
+        print(f"| {variant} | {u['update'] * 1e3:.1f} | {1 / (u['update'] + u['sample']):.1f} | "
+              f"{u['sample'] * 1e3:.1f} | {u['crop'] * 1e3:.1f} | {u['encoder_forward'] * 1e3:.1f} | "
+              f"{u['encoder_backward'] * 1e3:.1f} | {u['aux_loss'] * 1e3:.1f} | {u['rest'] * 1e3:.1f}{cli} |")
     print("\n## One run, extrapolated (minutes)\n\nupdates × (update + sample + Lightning overhead) + training frames "
           "(1000 warm-up steps at the warm-up step's cost, one policy step per update) + evaluation frames (10k-step "
           "evaluations × episodes × 1000 / repeat, at the evaluation step's cost).\n\n| task | variant | updates | "

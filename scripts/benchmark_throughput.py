@@ -180,8 +180,8 @@ def end_to_end(updates: int, rounds: int, settings: list[str]) -> None:
     print(f"end to end, state cheetah-run, {updates} updates (rate after 200), threads={torch.get_num_threads()}, "
           f"clock={clock.__name__}, settings={settings or 'the config'}")
     print("| loop | updates/s (best of rounds) | all rounds |\n|---|---|---|")
-    print(f"| reference SAC (CleanRL's structure) | {max(reference):.1f} | {', '.join(f'{v:.1f}' for v in reference)} |")
-    print(f"| a2ls fit, benchmark config | {max(ours):.1f} | {', '.join(f'{v:.1f}' for v in ours)} |")
+    for label, rounds in (("reference SAC (CleanRL's structure)", reference), ("a2ls fit, benchmark config", ours)):
+        print(f"| {label} | {max(rounds):.1f} | {', '.join(f'{v:.1f}' for v in rounds)} |")
     print(f"P0 = ours / reference: median of round pairs {ratios[len(ratios) // 2]:.3f} (target >= 1.2)")
 
 

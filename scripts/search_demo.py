@@ -144,7 +144,8 @@ def _olaux_markdown(results: list[dict], olaux: dict) -> str:
         rows.append(_row("best found, fixed weight 1", best))
     weights = _final_weights(runs)
     return ("\n\n## The best losses together, weighted by OL-AUX\n\n"
-            f"The report's `olaux.yaml` (callback `{callback['class_path'] if isinstance(callback, dict) else callback}`"
+            "The report's `olaux.yaml` (callback "
+            f"`{callback['class_path'] if isinstance(callback, dict) else callback}`"
             f" with its defaults) trains these {len(olaux['model']['aux_losses'])} distinct candidates at once:\n\n"
             f"{losses}\n\n" + "\n".join(rows) + "\n\n" + weights)
 

@@ -17,7 +17,8 @@ def test_a_records_adam_step_follows_the_command_then_the_config_then_the_defaul
 
 
 def test_pixel_config_names_the_sizes_of_the_config_it_runs(monkeypatch):
-    assert BENCH._pixel_sizes().startswith("64-pixel renders randomly cropped to 56, frame stack 3, 4 conv layers of 16")
+    assert BENCH._pixel_sizes().startswith(
+        "64-pixel renders randomly cropped to 56, frame stack 3, 4 conv layers of 16")
     monkeypatch.setattr(BENCH, "PIXEL_CONFIG", BENCH.ROOT / "configs" / "sac_cheetah_pixels.yaml")
     sizes = BENCH._pixel_sizes()
     assert "100-pixel renders randomly cropped to 84" in sizes and "1024-wide" in sizes and "batch 512" in sizes

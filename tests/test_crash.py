@@ -75,7 +75,8 @@ def _assert_resumable(run: Path, progress_at_kill: int) -> int:
     step = checkpoint["global_step"]
     # the side file it references is there (found next to the checkpoint)
     assert find_snapshot(checkpoint["ReplayDataModule"]["snapshot"], 0, last).is_file()
-    assert step >= progress_at_kill - INTERVAL, f"lost more than one interval: killed at {progress_at_kill}, kept {step}"
+    assert step >= progress_at_kill - INTERVAL, (
+        f"lost more than one interval: killed at {progress_at_kill}, kept {step}")
     return step
 
 

@@ -22,7 +22,8 @@ def test_gpu_check_dry_run():
         modes = ["eager fp32", "eager bf16-mixed", "CUDA graphs"]
         modes += ["compiled", "compiled + CUDA graphs"] if obs == "state" else []
         for mode in modes:
-            row = re.search(rf"^\| {obs}[^|]* \| {re.escape(mode)} \| cpu \| \d+ \| \d+ \| ([0-9.]+) \|$", out, re.MULTILINE)
+            pattern = rf"^\| {obs}[^|]* \| {re.escape(mode)} \| cpu \| \d+ \| \d+ \| ([0-9.]+) \|$"
+            row = re.search(pattern, out, re.MULTILINE)
             assert row and float(row.group(1)) > 0, f"no numeric row for {obs} / {mode}:\n{out}"
     assert re.search(r"^smoke run: OK \(exit 0, \d+ finite losses, eval/return -?[0-9.]+\)$", out, re.MULTILINE), out
     assert "GPU tests: done" in out

@@ -30,8 +30,8 @@ ALLOWED = {
     "builder": {"validation", "weighting", "files", "data", "modules", "callbacks"},
     "search": {"validation", "weighting", "files", "data", "modules", "callbacks", "builder"},
     "runs": {"validation", "weighting", "files", "plotting", "stats", "data", "modules", "callbacks", "builder"},
-    "cli": {"validation", "weighting", "files", "plotting", "stats", "data", "modules", "callbacks", "builder", "search",
-            "runs"},
+    "cli": {"validation", "weighting", "files", "plotting", "stats", "data", "modules", "callbacks", "builder",
+            "search", "runs"},
 }
 
 
@@ -53,7 +53,8 @@ def _imports(path: Path, type_only: bool = False) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parents = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parents + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
     modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}

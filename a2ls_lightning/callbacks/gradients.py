@@ -22,9 +22,10 @@ shared parameters (the encoder), each update. Two exact ways to get them:
 
 ``"batched"``
     One ``autograd.grad(stack(losses), shared, grad_outputs=eye(K+1), is_grads_batched=True)`` call
-    (``torch.autograd.grad`` with batched cotangents), followed by an ordinary backward of the weighted sum. vmap pushes all ``K+1``
-    cotangents through every head, so with a large main head (twin Q) it costs about 2.7x a fixed-weight
-    update on CPU; it can pay off where the shared encoder dominates and heads are tiny (pixels, GPU).
+    (``torch.autograd.grad`` with batched cotangents), followed by an ordinary backward of the weighted sum.
+    vmap pushes all ``K+1`` cotangents through every head, so with a large main head (twin Q) it costs about
+    2.7x a fixed-weight update on CPU; it can pay off where the shared encoder dominates and heads are tiny
+    (pixels, GPU).
     Ops without a batching rule make it fall back to the per-loss loop for the shared gradients.
 
 Both give the same gradients (tests/test_olaux.py checks dot products to 1e-5).
@@ -143,7 +144,8 @@ class LossGradients:
         if len(self._log_eps) != len(self.losses):
             raise ValueError(f"log_eps: {len(self._log_eps)} values for {len(self.losses)} losses")
         if method != "per_loss":  # the log goes into the graph
-            self.losses = [loss if eps is None else torch.log(loss + eps) for loss, eps in zip(self.losses, self._log_eps)]
+            self.losses = [loss if eps is None else torch.log(loss + eps)
+                           for loss, eps in zip(self.losses, self._log_eps)]
             self._log_eps = [None] * len(self.losses)
         unique = {id(p): p for p in shared_parameters if p.requires_grad}  # a parameter listed twice counts once
         self.shared_parameters = list(unique.values())

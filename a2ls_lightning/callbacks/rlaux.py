@@ -351,7 +351,8 @@ class RLAux(AuxWeighting):
         r, d = reward.double(), self.baseline_decay
         if self._rewards_seen >= 2:
             bias = 1.0 - power
-            advantage = ((r - mean / bias) / (var / bias).sqrt().clamp_min(1e-12)).clamp(-ADVANTAGE_CLIP, ADVANTAGE_CLIP)
+            advantage = (r - mean / bias) / (var / bias).sqrt().clamp_min(1e-12)
+            advantage = advantage.clamp(-ADVANTAGE_CLIP, ADVANTAGE_CLIP)
         else:  # no spread yet to normalise by: learn from the entropy bonus only
             advantage = torch.zeros_like(r)
         previous = mean / (1.0 - power) if self._rewards_seen else r
@@ -385,8 +386,8 @@ class RLAux(AuxWeighting):
         out = super().metrics()
         out.update({f"rlaux/mean_weight/{name}": value for name, value in self.weights.items()})
         if self._last_weights is not None and self._last_weights.shape[1] == len(self._names):
-            spread = torch.quantile(self._last_weights.float(), torch.tensor([0.1, 0.9], device=self._last_weights.device),
-                                    dim=0).cpu()  # [2, K]
+            levels = torch.tensor([0.1, 0.9], device=self._last_weights.device)
+            spread = torch.quantile(self._last_weights.float(), levels, dim=0).cpu()  # [2, K]
             for k, name in enumerate(self._names):
                 out[f"rlaux/weight_p10/{name}"] = float(spread[0, k])
                 out[f"rlaux/weight_p90/{name}"] = float(spread[1, k])

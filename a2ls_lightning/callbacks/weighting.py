@@ -4,9 +4,10 @@ The contract (:class:`a2ls_lightning.weighting.AuxWeightingProtocol`): a Lightni
 ``shared_parameters()`` (the encoder) and, in ``training_step``, backpropagates
 ``self.aux_weighting.combine(main_loss, aux_losses, shared_parameters)`` with ``aux_losses`` a dict
 ``name → scalar``. A weighting callback installs itself as ``pl_module.aux_weighting`` in ``setup``; without
-one the module uses fixed weights of 1 (:class:`~a2ls_lightning.weighting.UnitWeights`). Names are discovered at the first ``combine``. Under DDP, rules that look at gradients
-average them over the ranks first, so every rank takes the same decision. ``combine`` must then be called
-on every rank the same number of times (it is a collective).
+one the module uses fixed weights of 1 (:class:`~a2ls_lightning.weighting.UnitWeights`). Names are discovered at
+the first ``combine``. Under DDP, rules that look at gradients average them over the ranks first, so every rank
+takes the same decision. ``combine`` must then be called on every rank the same number of times (it is a
+collective).
 
 Example (see docs/weighting_contract.md for a runnable module)::
 

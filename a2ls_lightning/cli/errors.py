@@ -19,7 +19,8 @@ from a2ls_lightning.modules.guard import NonFiniteError
 from a2ls_lightning.validation import closest, one_line
 
 BAD_INPUT, FAILED = 2, 1
-_PEER_GONE = re.compile(r"Connection closed by peer|Connection reset by peer|remote worker|NCCL communicator was aborted")
+_PEER_GONE = re.compile(
+    r"Connection closed by peer|Connection reset by peer|remote worker|NCCL communicator was aborted")
 _NO_CLASS = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
 _NO_SHORT_CLASS = re.compile(r"Expected a path but (\w+) either not accessible or invalid")
 #: Where a short class name given to ``--trainer.callbacks`` (``OLAux``) is looked for a suggestion.

@@ -6,9 +6,10 @@
 Each ``--group LABEL=GLOB`` is a glob of run folders (one folder per run, e.g. one per seed; its event files are
 found recursively). Each positional ``FOLDER`` is a group labelled by its name whose runs are its sub-folders that
 hold event files (e.g. the ``seed_<n>`` folders of ``a2ls fit --seeds``), or the folder itself when none does.
-A run without the ``--tag`` scalars (a run that never evaluated) is skipped with one line. Writes the mean ± std curves to ``--out`` and the table of final value and AULC to
-``<out stem>.md``, and prints the table. Bad input raises a one-line ``ValueError`` naming the option (the ``a2ls``
-command prints it as ``a2ls: error: ...`` and exits 2).
+A run without the ``--tag`` scalars (a run that never evaluated) is skipped with one line. Writes the mean ± std
+curves to ``--out`` and the table of final value and AULC to ``<out stem>.md``, and prints the table. Bad input
+raises a one-line ``ValueError`` naming the option (the ``a2ls`` command prints it as ``a2ls: error: ...`` and
+exits 2).
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ class EpisodeCollector:
         else:
             self._frames.append(nxt["observation"])
 
-    def _write(self, obs: torch.Tensor, action: torch.Tensor, reward: float, terminated: bool, has_action: bool) -> None:
+    def _write(self, obs: torch.Tensor, action: torch.Tensor, reward: float, terminated: bool,
+               has_action: bool) -> None:
         if self.replay is not None:
             self.replay.add(obs, action, reward, terminated, self.episode_id, self._step, has_action)
 

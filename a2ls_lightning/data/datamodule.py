@@ -128,9 +128,8 @@ class ReplayDataModule(pl.LightningDataModule):
         check(image_size >= 16, f"image_size={image_size} must be >= 16")
         check(capacity >= 2, f"capacity={capacity} must be >= 2")
         check(batch_size >= 1, f"batch_size={batch_size} must be >= 1")
-        check(
-            batch_size <= capacity, f"batch_size={batch_size} must be <= capacity={capacity} (slices sampled per update)"
-        )
+        check(batch_size <= capacity,
+              f"batch_size={batch_size} must be <= capacity={capacity} (slices sampled per update)")
         check(slice_length is None or slice_length >= 2, f"slice_length={slice_length} must be >= 2 or null")
         check(warmup_steps >= 0, f"warmup_steps={warmup_steps} must be >= 0")
         check(env_steps_per_update >= 1, f"env_steps_per_update={env_steps_per_update} must be >= 1")

@@ -280,8 +280,9 @@ def olaux_config(results: Results, root_dir: Path, top: int) -> dict:
             break
     config["model"] = {**(config.get("model") or {}), "aux_losses": losses}
     trainer = config["trainer"]
+    ours = "a2ls_lightning.callbacks"
     callbacks = [c for c in trainer.get("callbacks") or []
-                 if not str(c.get("class_path", "") if isinstance(c, dict) else c).startswith("a2ls_lightning.callbacks")]
+                 if not str(c.get("class_path", "") if isinstance(c, dict) else c).startswith(ours)]
     trainer["callbacks"] = [*callbacks, {"class_path": "a2ls_lightning.callbacks.OLAux"}]
     return config
 
