@@ -67,6 +67,7 @@ from a2ls_lightning.plotting import (
     summarize,
     welch_p_value,
 )
+from a2ls_lightning.runs.supervise import forwarding_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "benchmark_cheetah_state_cpu.yaml"
@@ -772,7 +773,7 @@ def run_task_suite(name: str, tasks: Sequence[str], variants: Sequence[str], arg
     todo = [j for j in jobs[index::count] if not record_path(j[1], j[2], tag, j[0]).exists()]
     print(f"{name}: {len(jobs)} runs, {len(jobs[index::count])} in shard {args.shard}, {len(todo)} to run", flush=True)
     if not args.report_only:
-        with ThreadPoolExecutor(args.jobs) as pool:
+        with forwarding_signals(), ThreadPoolExecutor(args.jobs) as pool:  # a stopped suite stops its runs
             list(pool.map(lambda job: run_one(job[1], job[2], args.max_steps, tag, job[0]), todo))
 
 
@@ -825,7 +826,7 @@ def main() -> None:
         return
     if not args.report_only:
         jobs = [(v, s) for s in args.seeds for v in (args.variants or SUITES[args.suite])]
-        with ThreadPoolExecutor(args.jobs) as pool:
+        with forwarding_signals(), ThreadPoolExecutor(args.jobs) as pool:  # a stopped suite stops its runs
             list(pool.map(lambda job: run_one(job[0], job[1], args.max_steps, tag), jobs))
     print(report(args.suite, tag))
     if args.compare:

@@ -1,8 +1,11 @@
 """What a user does with runs after (and around) training: evaluate and watch a checkpoint
 (:func:`evaluate_checkpoint`, ``a2ls evaluate``) and train several seeds at once (:func:`run_seeds`,
-``a2ls fit --seeds``). Above the builder, below the command line."""
+``a2ls fit --seeds``; a runner of one's own stays safe to stop with :func:`forwarding_signals`). Above the
+builder, below the command line."""
 
 from a2ls_lightning.runs.evaluate import EvaluationResult, evaluate_checkpoint
 from a2ls_lightning.runs.multirun import SeedResult, run_seed, run_seeds
+from a2ls_lightning.runs.supervise import FolderLock, forwarding_signals
 
-__all__ = ["EvaluationResult", "SeedResult", "evaluate_checkpoint", "run_seed", "run_seeds"]
+__all__ = ["EvaluationResult", "FolderLock", "SeedResult", "evaluate_checkpoint", "forwarding_signals", "run_seed",
+           "run_seeds"]

@@ -4,12 +4,17 @@ each into ``<root>/seed_<n>/``, resumable, and a final table of final return and
 A seed whose ``result.json`` exists is done and skipped; a seed with a checkpoint but no result (interrupted,
 preempted, killed) resumes from its newest ``last.ckpt``; the others start. A seed's output goes to
 ``<root>/seed_<n>/fit.log``. ``a2ls plot <root>`` then draws the seeds' mean ± std.
+
+Stopping the runner (SIGTERM, SIGINT, SIGUSR1) stops its training processes, each saved at its update in flight,
+and starts no other seed; a seed folder is trained by one process at a time (see
+:mod:`a2ls_lightning.runs.supervise`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +26,7 @@ import numpy as np
 
 from a2ls_lightning.files import atomic_write_text
 from a2ls_lightning.plotting import eval_curve, event_files, read_scalars
+from a2ls_lightning.runs.supervise import FolderLock, forwarding_signals, stopped_by, supervising, wait_supervised
 from a2ls_lightning.validation import check
 
 RESULT = "result.json"
@@ -28,8 +34,9 @@ RESULT = "result.json"
 
 @dataclass
 class SeedResult:
-    """One seed's outcome: ``status`` is ``done`` (trained now), ``recorded`` (found done), ``failed`` or
-    ``preempted`` (resumable: run the same command again)."""
+    """One seed's outcome: ``status`` is ``done`` (trained now), ``recorded`` (found done), ``failed``,
+    ``preempted`` (stopped by a signal, or not started because the runner was: run the same command again) or
+    ``busy`` (its folder is being trained by another process; nothing was started)."""
 
     seed: int
     folder: str
@@ -85,7 +92,7 @@ def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int
     check(jobs >= 1, f"jobs={jobs} must be >= 1")
     check(threads >= 1, f"threads={threads} must be >= 1")
     Path(root).mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(jobs) as pool:
+    with forwarding_signals(), ThreadPoolExecutor(jobs) as pool:
         return list(pool.map(lambda s: _run_one(fit_args, s, Path(root), threads, echo), seeds))
 
 
@@ -99,7 +106,10 @@ def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 
     each seed; the benchmark script trains each of its runs with it too).
 
     Done (``result.json`` in ``folder``): returns the recorded result (status ``recorded``). A ``last.ckpt`` under
-    ``folder`` without a result (killed, preempted): resumes from it. Output goes to ``folder/fit.log``.
+    ``folder`` without a result (killed, preempted): resumes from it. Output goes to ``folder/fit.log``. A folder
+    another process trains in is left alone (status ``busy``). Inside
+    :func:`~a2ls_lightning.runs.supervise.forwarding_signals` (:func:`run_seeds` calls it) the runner's stop
+    signals reach the training process.
 
     Args:
         fit_args: ``a2ls fit`` arguments (without the seed and the root folder, which this sets).
@@ -111,12 +121,36 @@ def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 
         cwd: its working folder (relative paths in ``fit_args`` are read from there).
     """
     folder = Path(folder)
-    result_file = folder / RESULT
-    if result_file.is_file():
-        recorded = SeedResult(**json.loads(result_file.read_text()))
-        recorded.status = "recorded"
+    if (recorded := _recorded(folder)) is not None:
         return recorded
-    folder.mkdir(parents=True, exist_ok=True)
+    if stopped_by():
+        return _not_started(seed, folder, f"the runner was stopped by {signal.Signals(stopped_by()).name}",
+                            128 + stopped_by(), "preempted", echo)
+    lock = FolderLock(folder)
+    if not lock.acquire():
+        return _not_started(seed, folder, f"{folder} is being trained by {lock.holder()}", 1, "busy", echo)
+    try:  # another runner may have finished it while this one looked
+        return _recorded(folder) or _train(fit_args, seed, folder, lock, threads, echo, env, cwd)
+    finally:
+        lock.release()
+
+
+def _recorded(folder: Path) -> SeedResult | None:
+    if not (folder / RESULT).is_file():
+        return None
+    recorded = SeedResult(**json.loads((folder / RESULT).read_text()))
+    recorded.status = "recorded"
+    return recorded
+
+
+def _not_started(seed: int, folder: Path, why: str, code: int, status: str, echo: bool) -> SeedResult:
+    if echo:
+        print(f"a2ls: seed {seed}: not started: {why}", flush=True)
+    return SeedResult(seed, str(folder), status, exit_code=code, message=f"not started: {why}")
+
+
+def _train(fit_args: list[str], seed: int, folder: Path, lock: FolderLock, threads: int, echo: bool,
+           env: dict[str, str] | None, cwd: str | Path | None) -> SeedResult:
     resume = last_checkpoint_in(folder)
     args = [*fit_args, f"--seed_everything={seed}", f"--trainer.default_root_dir={folder.resolve()}",
             f"--threads={threads}"]
@@ -128,8 +162,11 @@ def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 
               f"{folder / 'fit.log'})", flush=True)
     start = time.time()
     with open(folder / "fit.log", "a") as log:
-        code = subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", "fit", *args], env=process_env,
-                              stdout=log, stderr=subprocess.STDOUT, check=False, cwd=cwd).returncode
+        process = subprocess.Popen([sys.executable, "-m", "a2ls_lightning.cli", "fit", *args], env=process_env,
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=cwd, pass_fds=lock.fds,
+                                   start_new_session=supervising())
+        lock.note(process.pid)
+        code = wait_supervised(process)
     minutes = (time.time() - start) / 60
     if code != 0:
         status = "preempted" if code > 128 else "failed"
@@ -139,7 +176,7 @@ def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 
         return SeedResult(seed, str(folder), status, minutes=minutes, exit_code=code, message=message)
     final, aulc = _final_and_aulc(folder)
     result = SeedResult(seed, str(folder), "done", final, aulc, minutes)
-    atomic_write_text(result_file, json.dumps(asdict(result), indent=1) + "\n")
+    atomic_write_text(folder / RESULT, json.dumps(asdict(result), indent=1) + "\n")
     if echo:
         shown = f"final eval/return {final:.1f}, AULC {aulc:.1f}" if final is not None else "no evaluation logged"
         print(f"a2ls: seed {seed}: done in {minutes:.1f} min: {shown}", flush=True)
