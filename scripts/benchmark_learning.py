@@ -411,10 +411,12 @@ def _status(complete: int, tasks: int, expected_seeds: int) -> str:
             f"partial: {complete} of {tasks} tasks have {expected_seeds} seeds of every variant")
 
 
-def aggregate_section(groups: dict[str, list[Path]], stem: str, baseline: str, reps: int = 2000) -> str:
+def aggregate_section(groups: dict[str, list[Path]], stem: str, baseline: str, reps: int = 2000,
+                      versus: Sequence[tuple[str, str]] = ()) -> str:
     """A report's "Aggregates" section: rliable's IQM and mean of normalised scores (score / 1000, DMC's maximum)
     with stratified-bootstrap 95% CIs and P(variant > baseline), for the final return and for the AULC, and the
     final return's performance profiles (``docs/<stem>_profile.png``); as ``a2ls plot --aggregate`` computes them.
+    ``versus``: further ``(x, y)`` pairs whose P(x > y) is given under each table (e.g. A2-winner against CURL).
     """
     from a2ls_lightning.plotting import aggregate_runs, plot_performance_profiles
     from a2ls_lightning.stats import format_aggregate_table
@@ -427,6 +429,10 @@ def aggregate_section(groups: dict[str, list[Path]], stem: str, baseline: str, r
         result = aggregate_runs(groups, score=score, reps=reps, seed=0)
         tasks = result["tasks"]
         parts.append(f"{label} / 1000:\n\n{format_aggregate_table(result['groups'], baseline)}\n")
+        for x, y in versus:
+            if x in result["groups"] and y in result["groups"]:
+                p, lo, hi = result["groups"][x]["p_improvement"][y]
+                parts.append(f"P({x} > {y}) [95% CI]: {p:.2f} [{lo:.2f}, {hi:.2f}]\n")
         if score == "final":
             png = ROOT / "docs" / f"{stem}_profile.png"
             plot_performance_profiles({k: np.asarray(v) for k, v in result["scores"].items()}, png, reps=reps)
@@ -556,7 +562,8 @@ def pixels_report(tag: str, tasks: Sequence[str], expected_seeds: int = 3) -> st
         "orientation only; the ordering is what this protocol can test.\n\n"
         f"{table}\n\nOrdering by AULC (mean over seeds):\n\n{ordering}\n\n![curves]({png.name})\n\n"
         + aggregate_section({v: [p for t in curves for p in _seed_files(record_path(v, 0, tag, t).parent)]
-                             for v in PIXEL_VARIANTS}, f"benchmark_pixels{_suffix(tag)}", "pixel_sac"))
+                             for v in PIXEL_VARIANTS}, f"benchmark_pixels{_suffix(tag)}", "pixel_sac",
+                            versus=[("pixel_a2_winner", "pixel_curl")]))
     return table
 
 

@@ -40,3 +40,33 @@ def test_a_comparison_waits_for_a_run_on_both_sides():
     assert BENCH._versus_sac([], [20.0], "pixel_a2_winner") == ("–", "–")  # A2-winner not run yet: no "nan"
     assert BENCH._versus_sac([30.0], [], "pixel_a2_winner") == ("–", "–")
     assert BENCH._versus_sac([30.0], [20.0], "pixel_a2_winner") == ("+10.0 (1 seed)", "–")
+
+
+def test_the_aggregates_give_a_to_b_pairs_asked_for_with_the_point_estimate_by_hand(monkeypatch, tmp_path):
+    import json
+    import re
+
+    import numpy as np
+
+    monkeypatch.setattr(BENCH, "ROOT", tmp_path)  # the profile PNG goes to tmp_path/docs
+    (tmp_path / "docs").mkdir()
+    runs = BENCH.RUNS / "pixels"
+    groups = {v: sorted(runs.glob(f"*/{v}/seed*.json")) for v in ("pixel_sac", "pixel_curl", "pixel_a2_winner")}
+    assert all(len(files) >= 2 for files in groups.values())
+    text = BENCH.aggregate_section(groups, "x", "pixel_sac", reps=50, versus=[("pixel_a2_winner", "pixel_curl")])
+    found = re.findall(r"P\(pixel_a2_winner > pixel_curl\) \[95% CI\]: ([0-9.]+) \[", text)
+    assert len(found) == 2  # under the final-return table and under the AULC table
+
+    def scores(v: str, aulc: bool) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for f in groups[v]:
+            record = json.loads(f.read_text())
+            y = np.array(record["scalars"]["eval/return"])[:, 1]
+            out.setdefault(record["task"], []).append(float(y.mean() if aulc else y[-1]))
+        return out
+
+    for value, aulc in zip(found, (False, True)):
+        x, y = scores("pixel_a2_winner", aulc), scores("pixel_curl", aulc)
+        n = {t: min(len(x[t]), len(y[t])) for t in x}  # the report keeps each task's first n runs
+        per_task = [np.mean([(a > b) + 0.5 * (a == b) for a in x[t][:n[t]] for b in y[t][:n[t]]]) for t in x]
+        assert float(value) == pytest.approx(np.mean(per_task), abs=0.005)
