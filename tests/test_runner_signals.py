@@ -69,7 +69,18 @@ def test_a_signal_to_the_runner_reaches_its_process_and_stops_new_ones(tmp_path)
         assert (result.status, result.exit_code) == ("preempted", 143)
         assert result.message == "not started: the runner was stopped by SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
-    assert stopped_by() == signal.SIGTERM  # still readable after the block; the next block starts afresh
+    assert stopped_by() == 0  # outside the block nothing is stopped: a later run_seed starts
+
+
+def test_a_signal_the_runner_ignores_stays_ignored():
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with forwarding_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(tmp_path):

@@ -1,13 +1,15 @@
 """Supervising the training processes that a runner (:func:`~a2ls_lightning.runs.run_seeds`, ``a2ls fit --seeds``,
 the benchmark scripts) starts: one writer per run folder, and the runner's stop signals passed on to them.
 
-Two failure modes of a runner of ``a2ls fit`` processes, both seen in this project's own benchmark runs:
+Two failure modes of a runner of ``a2ls fit`` processes (the first seen in this project's own benchmark runs, the
+second one restart away from it):
 
 - **A stopped runner left orphans.** ``kill PID`` (or a scheduler's SIGTERM to the runner alone) ended the runner,
   while its training processes trained on with nobody left to record their results. Inside
-  :func:`forwarding_signals`, SIGTERM, SIGINT and SIGUSR1 to the runner reach every training process it started;
-  each saves at the update in flight and exits ``128 + signal`` (:class:`~a2ls_lightning.callbacks.GracefulPreemption`),
-  runs not yet started are not started, and the runner reports them all as preempted: the same command resumes them.
+  :func:`forwarding_signals`, SIGTERM, SIGINT, SIGUSR1 and SIGHUP (sent on as SIGTERM) to the runner reach every
+  training process it started; each saves at the update in flight and exits ``128 + signal``
+  (:class:`~a2ls_lightning.callbacks.GracefulPreemption`), runs not yet started are not started, and the runner
+  reports them all as preempted: the same command resumes them.
   Its training processes get a session of their own there, so a terminal's Ctrl-C reaches them once, through the
   runner, rather than twice.
 - **Two writers in one run folder** (the same command started again while an orphan still trains) would interleave
@@ -32,7 +34,9 @@ except ImportError:  # Windows: no flock; folders are then not locked
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".a2ls.lock"
-FORWARDED = ("SIGTERM", "SIGINT", "SIGUSR1")
+#: The runner's signals and what its training processes receive for each: a closed terminal (SIGHUP, which no longer
+#: reaches them in their own session) saves them like a scheduler's SIGTERM.
+FORWARDED = {"SIGTERM": "SIGTERM", "SIGINT": "SIGINT", "SIGUSR1": "SIGUSR1", "SIGHUP": "SIGTERM"}
 
 _children: set[subprocess.Popen] = set()  # the live training processes of this runner (any thread)
 _state = {"depth": 0, "stopped_by": 0}  # nesting of forwarding_signals; the first signal received (0: none)
@@ -90,16 +94,20 @@ class FolderLock:
 
 
 def stopped_by() -> int:
-    """The signal that stopped the runner inside :func:`forwarding_signals` (0: none)."""
-    return _state["stopped_by"]
+    """The signal that stopped the runner inside the active :func:`forwarding_signals` (0: none, or none active)."""
+    return _state["stopped_by"] if _state["depth"] else 0
 
 
 @contextmanager
-def forwarding_signals(signals: tuple[str, ...] = FORWARDED) -> Iterator[None]:
-    """Pass ``signals`` received by this process on to every training process started by :func:`wait_supervised`.
+def forwarding_signals(signals: dict[str, str] | None = None) -> Iterator[None]:
+    """Pass the signals this process receives on to every training process waited for by :func:`wait_supervised`.
 
     Install it around the runner's pool of workers, in the main thread (elsewhere it does nothing: signal handlers
-    live there). A signal also marks the runner stopped (:func:`stopped_by`), so workers start no new run.
+    live there). A signal also marks the runner stopped (:func:`stopped_by`), so workers start no new run. A signal
+    this process ignores (``nohup``'s SIGHUP, a background job's SIGINT) stays ignored.
+
+    Args:
+        signals: ``{signal received: signal sent on}`` by name (default :data:`FORWARDED`).
     """
     if _state["depth"]:  # nested: the outer one forwards
         _state["depth"] += 1
@@ -112,18 +120,20 @@ def forwarding_signals(signals: tuple[str, ...] = FORWARDED) -> Iterator[None]:
         yield  # no handler can be installed here: training processes stay in the caller's session
         return
 
+    sent = {signal.Signals[name]: signal.Signals[to] for name, to in (signals or FORWARDED).items()}
+
     def handle(signum: int, _frame: object) -> None:
         # No lock here: the handler runs in the main thread, which may hold it. tuple() of a set is atomic.
         _state["stopped_by"] = _state["stopped_by"] or signum
         for child in tuple(_children):
-            _send(child, signum)
+            _send(child, sent[signal.Signals(signum)])
 
     previous = {}
     _state.update(depth=1, stopped_by=0)
     try:
-        for name in signals:
-            signum = signal.Signals[name]
-            previous[signum] = signal.signal(signum, handle)
+        for signum in sent:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handle)
         yield
     finally:
         for signum, handler in previous.items():
@@ -144,8 +154,8 @@ def wait_supervised(process: subprocess.Popen) -> int:
     """
     _children.add(process)
     try:
-        if _state["stopped_by"]:  # the signal came between the worker's check and the start of this process
-            _send(process, _state["stopped_by"])
+        if stopped_by():  # the signal came between the worker's check and the start of this process
+            _send(process, signal.SIGTERM)
         code = process.wait()
     finally:
         _children.discard(process)
