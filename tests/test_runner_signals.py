@@ -1,6 +1,6 @@
 """A runner of ``a2ls fit`` processes (``a2ls fit --seeds``, :func:`run_seed`) is safe to stop and to start twice:
 its stop signals reach its training processes (no orphan trains on unrecorded), seeds not yet started are not
-started, and a seed folder is trained by one process at a time."""
+started, the runner then stops by the same signal, and a seed folder is trained by one process at a time."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from test_cli import a2ls
 from test_second_hour import TINY
@@ -45,31 +46,63 @@ def test_a_locked_folder_is_left_alone_and_says_by_whom(tmp_path):
     assert FolderLock(tmp_path / "run").acquire()  # released with its last holder
 
 
-def test_a_signal_to_the_runner_reaches_its_process_and_stops_new_ones(tmp_path):
+def _sleeper(on_sigterm_exit: int | None = None) -> subprocess.Popen:
+    """A child that sleeps 60 s, printing "ready" once its SIGTERM handler (exit ``on_sigterm_exit``) is in place."""
+    handler = (f"signal.signal(signal.SIGTERM, lambda *a: sys.exit({on_sigterm_exit})); "
+               if on_sigterm_exit is not None else "")
+    child = subprocess.Popen([sys.executable, "-c", f"import signal, sys, time; {handler}print('ready', flush=True); "
+                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def test_a_signal_to_the_runner_reaches_its_processes_then_the_runner_itself(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
-    # A child that exits 143 on SIGTERM (as a2ls fit does after saving), and one that SIGTERM kills outright.
-    graceful = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); time.sleep(60)"
-    plain = "import time; time.sleep(60)"
-    codes: dict[str, int] = {}
-    with forwarding_signals():
-        assert signal.getsignal(signal.SIGTERM) is not before
-        children = {name: subprocess.Popen([sys.executable, "-c", code]) for name, code in
-                    (("graceful", graceful), ("plain", plain))}
-        waiters = [threading.Thread(target=lambda n=n, p=p: codes.__setitem__(n, wait_supervised(p)))
-                   for n, p in children.items()]
-        for w in waiters:
-            w.start()
-        time.sleep(1.0)  # both are running (and have their handler)
-        os.kill(os.getpid(), signal.SIGTERM)  # to the runner only
-        for w in waiters:
-            w.join(timeout=30)
-        assert codes == {"graceful": 143, "plain": 143}  # a death by SIGTERM reads 128 + 15, not Popen's -15
-        assert stopped_by() == signal.SIGTERM
-        result = run_seed(["--config=does-not-matter.yaml"], 2, tmp_path / "later", echo=False)
-        assert (result.status, result.exit_code) == ("preempted", 143)
-        assert result.message == "not started: the runner was stopped by SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
-    assert stopped_by() == 0  # outside the block nothing is stopped: a later run_seed starts
+    received: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))  # the runner's caller's handler
+    try:
+        codes: dict[str, int] = {}
+        with forwarding_signals() as stop:
+            # One child exits 42 on SIGTERM (its handler ran: the signal reached it), one dies of it outright.
+            children = {"handled": _sleeper(42), "plain": _sleeper()}
+            waiters = [threading.Thread(target=lambda n=n, c=c: codes.__setitem__(n, wait_supervised(c)))
+                       for n, c in children.items()]
+            for w in waiters:
+                w.start()
+            os.kill(os.getpid(), signal.SIGTERM)  # to the runner only
+            for w in waiters:
+                w.join(timeout=30)
+            assert codes == {"handled": 42, "plain": 143}  # a death by SIGTERM reads 128 + 15, not Popen's -15
+            assert received == [] and stopped_by() is stop and stop.signum == signal.SIGTERM
+            result = run_seed(["--config=does-not-matter.yaml"], 2, tmp_path / "later", echo=False)
+            assert (result.status, result.exit_code) == ("preempted", 143)
+            assert result.message == "not started: the runner was stopped by SIGTERM"
+            late = _sleeper()  # started after the signal: it gets it at once instead of sleeping 60 s
+            started = time.time()
+            assert wait_supervised(late) == 143 and time.time() - started < 10
+        assert received == [signal.SIGTERM]  # delivered to the caller once the block has ended
+        assert stopped_by() is None  # outside the block nothing is stopped: a later run_seed starts
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_ctrl_c_stops_the_runner_with_keyboard_interrupt_after_its_processes():
+    child = _sleeper()
+    with pytest.raises(KeyboardInterrupt):
+        with forwarding_signals():
+            code = []
+            waiter = threading.Thread(target=lambda: code.append(wait_supervised(child)))
+            waiter.start()
+            os.kill(os.getpid(), signal.SIGINT)
+            waiter.join(timeout=30)
+    assert code == [128 + signal.SIGINT]
+
+
+def test_only_the_preemption_callbacks_codes_count_as_preempted(tmp_path):
+    from a2ls_lightning.runs.supervise import PREEMPTED_CODES
+
+    assert PREEMPTED_CODES == {130, 138, 143}  # SIGINT, SIGUSR1, SIGTERM: saved, resumable
+    assert 137 not in PREEMPTED_CODES and 139 not in PREEMPTED_CODES  # the OOM killer, a crash: failures
 
 
 def test_a_signal_the_runner_ignores_stays_ignored():
@@ -111,7 +144,7 @@ def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(t
             runner.kill()
             if child and _alive(child):  # what this test is about: no training process left behind
                 os.kill(child, signal.SIGKILL)
-    assert runner.returncode == 143, out[-3000:]
+    assert runner.returncode == -signal.SIGTERM, out[-3000:]  # the table first, then it ends by the signal
     assert "| 1 | preempted |" in out and "| 2 | preempted |" in out
     assert "seed 2: not started: the runner was stopped by SIGTERM" in out
     deadline = time.time() + 30

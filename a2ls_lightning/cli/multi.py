@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -72,6 +74,7 @@ def root_dir(fit_args: list[str]) -> str:
 def main(argv: list[str]) -> None:
     """``argv``: the arguments after ``fit``."""
     from a2ls_lightning.runs.multirun import results_table, run_seeds
+    from a2ls_lightning.runs.supervise import forwarding_signals
 
     own, fit_args = split_arguments(argv)
     seeds = parse_seeds(own["--seeds"])
@@ -84,9 +87,15 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"a2ls fit --seeds: --jobs={jobs} and --threads={threads} must be >= 1")
     root = own.get("--seeds_root") or root_dir(fit_args)
     print(f"a2ls: {len(seeds)} seeds into {root}/seed_<n>/, {jobs} at a time, {threads} thread(s) each", flush=True)
-    results = run_seeds(fit_args, seeds, root, jobs=jobs, threads=threads)
+    with forwarding_signals(reraise=False) as stop:  # the table first, then stop by the signal (below)
+        results = run_seeds(fit_args, seeds, root, jobs=jobs, threads=threads)
     print(results_table(results))
     print(f"\nplot them: a2ls plot {root}")
+    if stop.signum:  # end as the signal would have ended us, so a shell loop around this command stops too
+        sys.stdout.flush()
+        signal.signal(stop.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stop.signum)
+        raise SystemExit(128 + stop.signum)  # not reached where the signal ends the process at once
     codes = [r.exit_code for r in results if r.exit_code]
     if codes:
         raise SystemExit(max(codes))  # e.g. 143: a seed was preempted; the same command resumes it

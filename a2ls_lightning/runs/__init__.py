@@ -1,7 +1,7 @@
 """What a user does with runs after (and around) training: evaluate and watch a checkpoint
 (:func:`evaluate_checkpoint`, ``a2ls evaluate``) and train several seeds at once (:func:`run_seeds`,
-``a2ls fit --seeds``; a runner of one's own stays safe to stop with :func:`forwarding_signals`). Above the
-builder, below the command line."""
+``a2ls fit --seeds``; a runner of one's own built on :func:`run_seed` stays safe to stop inside
+:func:`forwarding_signals`). Above the builder, below the command line."""
 
 from a2ls_lightning.runs.evaluate import EvaluationResult, evaluate_checkpoint
 from a2ls_lightning.runs.multirun import SeedResult, run_seed, run_seeds

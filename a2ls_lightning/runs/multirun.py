@@ -5,9 +5,9 @@ A seed whose ``result.json`` exists is done and skipped; a seed with a checkpoin
 preempted, killed) resumes from its newest ``last.ckpt``; the others start. A seed's output goes to
 ``<root>/seed_<n>/fit.log``. ``a2ls plot <root>`` then draws the seeds' mean ± std.
 
-Stopping the runner (SIGTERM, SIGINT, SIGUSR1) stops its training processes, each saved at its update in flight,
-and starts no other seed; a seed folder is trained by one process at a time (see
-:mod:`a2ls_lightning.runs.supervise`).
+Stopping the runner (SIGTERM, SIGINT, SIGUSR1, SIGHUP) stops its training processes, each saved at its update in
+flight, starts no other seed, and then stops the runner by the same signal; a seed folder is trained by one process
+at a time (see :mod:`a2ls_lightning.runs.supervise`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ import numpy as np
 
 from a2ls_lightning.files import atomic_write_text
 from a2ls_lightning.plotting import eval_curve, event_files, read_scalars
-from a2ls_lightning.runs.supervise import FolderLock, forwarding_signals, stopped_by, supervising, wait_supervised
+from a2ls_lightning.runs.supervise import (
+    PREEMPTED_CODES,
+    FolderLock,
+    forwarding_signals,
+    stopped_by,
+    wait_supervised,
+)
 from a2ls_lightning.validation import check
 
 RESULT = "result.json"
@@ -123,9 +129,9 @@ def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 
     folder = Path(folder)
     if (recorded := _recorded(folder)) is not None:
         return recorded
-    if stopped_by():
-        return _not_started(seed, folder, f"the runner was stopped by {signal.Signals(stopped_by()).name}",
-                            128 + stopped_by(), "preempted", echo)
+    if (stop := stopped_by()) is not None:
+        return _not_started(seed, folder, f"the runner was stopped by {signal.Signals(stop.signum).name}",
+                            128 + stop.sent, "preempted", echo)
     lock = FolderLock(folder)
     if not lock.acquire():
         return _not_started(seed, folder, f"{folder} is being trained by {lock.holder()}", 1, "busy", echo)
@@ -163,13 +169,13 @@ def _train(fit_args: list[str], seed: int, folder: Path, lock: FolderLock, threa
     start = time.time()
     with open(folder / "fit.log", "a") as log:
         process = subprocess.Popen([sys.executable, "-m", "a2ls_lightning.cli", "fit", *args], env=process_env,
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=cwd, pass_fds=lock.fds,
-                                   start_new_session=supervising())
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=cwd, pass_fds=lock.fds)
         lock.note(process.pid)
         code = wait_supervised(process)
     minutes = (time.time() - start) / 60
     if code != 0:
-        status = "preempted" if code > 128 else "failed"
+        # Saved by GracefulPreemption: resumable. A death by another signal (the OOM killer's SIGKILL) is a failure.
+        status = "preempted" if code in PREEMPTED_CODES else "failed"
         message = _last_error(folder / "fit.log")
         if echo:
             print(f"a2ls: seed {seed}: {status} (exit {code}): {message}", flush=True)
