@@ -55,9 +55,7 @@ def _train(tmp_path, compile: bool, weighting=None, cudagraphs: bool = False) ->
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize(("weighting", "cudagraphs"), [(None, False), pytest.param(FixedWeights, False,
-                                                                                  marks=pytest.mark.slow),
-                                                        (FixedWeights, True)],
+@pytest.mark.parametrize(("weighting", "cudagraphs"), [(None, False), (FixedWeights, False), (FixedWeights, True)],
                          ids=["sac", "aux_fixed_weights", "aux_fixed_weights_whole_update_graphed"])
 @pytest.mark.filterwarnings("ignore:model.cudagraphs=true without a CUDA device")
 def test_compiled_updates_equal_eager(tmp_path, weighting, cudagraphs):

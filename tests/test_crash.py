@@ -108,7 +108,6 @@ def kill_and_resume(tmp_path: Path, kills: int, seed: int) -> list[tuple[int, in
     return history
 
 
-@pytest.mark.slow  # long; the default suite stays under 10 min (README)
 def test_a_few_random_kills_then_resume(tmp_path):
     history = kill_and_resume(tmp_path, kills=3, seed=1)
     assert history, "no kill landed during training"

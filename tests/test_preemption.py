@@ -127,8 +127,7 @@ def straight(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow),
-                                    pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=lambda s: s.name)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_saves_the_update_in_flight_and_the_resume_equals_an_uninterrupted_run(tmp_path, straight, signum):
     target = random.Random(int(signum)).randrange(INTERVAL + 10, 2 * INTERVAL - 30)  # between two scheduled saves
     run = tmp_path / "run"
@@ -165,7 +164,6 @@ def test_a_second_signal_during_the_save_keeps_everything_valid(tmp_path):
     assert proc.returncode == 0, stderr[-3000:]
 
 
-@pytest.mark.slow  # long; the default suite stays under 10 min (README)
 def test_ddp_sigterm_to_the_process_group_saves_every_rank_and_stops_all(tmp_path):
     run = tmp_path / "run"
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--data.eval_episodes=0"]

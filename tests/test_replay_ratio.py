@@ -42,9 +42,8 @@ def test_bad_ratios_give_one_line_naming_the_field(value):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("ratio, env_steps", [pytest.param(0.5, 4 * (20 + 16), marks=pytest.mark.slow),
-                                              (1, 4 * (20 + 8)), (2, 4 * (20 + 4)),
-                                              pytest.param(4, 4 * (20 + 2), marks=pytest.mark.slow)])
+@pytest.mark.parametrize("ratio, env_steps", [(0.5, 4 * (20 + 16)), (1, 4 * (20 + 8)), (2, 4 * (20 + 4)),
+                                              (4, 4 * (20 + 2))])
 def test_a2ls_fit_counts_updates_and_env_steps(tmp_path, ratio, env_steps):
     """env_steps = action_repeat · (warmup_steps + ceil(max_steps / replay_ratio)), max_steps updates."""
     out = a2ls("fit", *TINY, f"--data.replay_ratio={ratio}", "--trainer.default_root_dir=run", cwd=tmp_path)

@@ -243,7 +243,6 @@ def test_trainer_checkpoint_resume_is_exact(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.slow  # long; the default suite stays under 10 min (README)
 def test_ddp_two_ranks_hold_identical_policies(tmp_path):
     fit(TinyModule(out_dir=str(tmp_path)), RLAux(lr=1e-2, reward_every=1), 5, strategy="ddp_spawn", devices=2)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))

@@ -62,7 +62,6 @@ def test_shipped_search_configs_are_valid():
     assert real.population >= 16 and real.stages >= 5 and real.budget_env_steps == 100_000
 
 
-@pytest.mark.slow  # long; the default suite stays under 10 min (README)
 def test_tiny_search_with_two_worker_processes(tmp_path):
     from a2ls_lightning.cli.search import main
 
@@ -98,7 +97,6 @@ def _base_and_budget(config: Path):
     return base, settings.budget_env_steps
 
 
-@pytest.mark.slow  # long; the default suite stays under 10 min (README)
 def test_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(tmp_path):
     from a2ls_lightning.cli.search import main
 

@@ -98,7 +98,6 @@ def test_concurrent_claims_on_postgres_never_share_a_slot(postgres_url):
     assert len(complete) == 12 and len({t.user_attrs[ATTR_SPEC] for t in complete}) == 12
 
 
-@pytest.mark.slow  # long; the default suite stays under 10 min (README)
 def test_two_workers_on_two_commands_join_one_study(postgres_url, tmp_path):
     # Like two machines: the same command twice, each one worker, one database URL; real tiny training.
     config = yaml.safe_load((ROOT / "configs" / "search_smoke.yaml").read_text())

@@ -115,7 +115,6 @@ def test_a_refused_run_leaves_no_empty_folders(tmp_path, capsys):
     assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.slow  # long; the default suite stays under 10 min (README)
 def test_video_every_records_evaluation_episodes_during_fit(tmp_path):
     out = a2ls("fit", *TINY, "--trainer.max_steps=60", "--data.video_every=2", "--trainer.default_root_dir=v",
                cwd=tmp_path)
