@@ -34,11 +34,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from a2ls_lightning.callbacks.preemption import SIGNALS as PREEMPTION_SIGNALS
+
 LOCK_NAME = ".a2ls.lock"
 #: The runner's signals and the signal its training processes receive for each.
 FORWARDED = {"SIGTERM": "SIGTERM", "SIGINT": "SIGINT", "SIGUSR1": "SIGUSR1", "SIGHUP": "SIGTERM"}
-#: Exit codes of a training process stopped and saved by GracefulPreemption (128 + SIGINT, SIGUSR1, SIGTERM).
-PREEMPTED_CODES = frozenset(128 + s for s in (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM))
+#: Exit codes of a training process stopped and saved by GracefulPreemption (its ``128 + signal``).
+PREEMPTED_CODES = frozenset(128 + s for s in PREEMPTION_SIGNALS)
 # flock on file systems that do not lock (Lustre without -o flock, some NFS/SMB mounts).
 _NO_LOCKING = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 
