@@ -13,15 +13,22 @@ from a2ls_lightning import quiet
 if TYPE_CHECKING:
     from a2ls_lightning.data.datamodule import ReplayDataModule
     from a2ls_lightning.modules.agent import SACModule
+    from a2ls_lightning.modules.aux_registry import AuxContext, register_aux_loss
     from a2ls_lightning.modules.aux_spec import AuxLossSpec
+    from a2ls_lightning.modules.settings import NetworkSettings, OptimizerSettings, RuntimeSettings, SACSettings
 
-__all__ = ["AuxLossSpec", "ReplayDataModule", "SACModule"]
+__all__ = ["AuxContext", "AuxLossSpec", "NetworkSettings", "OptimizerSettings", "ReplayDataModule", "RuntimeSettings",
+           "SACModule", "SACSettings", "register_aux_loss"]
 __version__ = "0.1.0"
 
 _LAZY = {
     "ReplayDataModule": "a2ls_lightning.data.datamodule",
     "SACModule": "a2ls_lightning.modules.agent",
     "AuxLossSpec": "a2ls_lightning.modules.aux_spec",
+    "AuxContext": "a2ls_lightning.modules.aux_registry",
+    "register_aux_loss": "a2ls_lightning.modules.aux_registry",
+    **{name: "a2ls_lightning.modules.settings"
+       for name in ("NetworkSettings", "OptimizerSettings", "RuntimeSettings", "SACSettings")},
 }
 
 quiet.install()

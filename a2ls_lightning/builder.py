@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
@@ -26,8 +27,9 @@ from a2ls_lightning.callbacks.progress import UpdateProgressBar
 from a2ls_lightning.data.datamodule import ReplayDataModule
 from a2ls_lightning.data.snapshots import verify_checkpoint_files
 from a2ls_lightning.files import ensure_writable
-from a2ls_lightning.modules.agent import SACModule, init_defaults
+from a2ls_lightning.modules.agent import SACModule, init_defaults, model_defaults
 from a2ls_lightning.modules.run_checks import check_strategy, compare_with_checkpoint
+from a2ls_lightning.modules.settings_legacy import upgrade_args, upgrade_config
 from a2ls_lightning.validation import RunComplete, one_line
 
 __all__ = ["A2LSCLI", "QUICKSTART", "default_threads", "instantiate", "read_checkpoint"]
@@ -89,6 +91,17 @@ class A2LSCLI(LightningCLI):
             help="Intra-op CPU threads of torch (torch.set_num_threads); null: half the cores, at least 1. "
                  "More threads than free cores make every op wait: beside other busy processes keep it low.")
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        # Older flat model settings (model.hidden_dim) are read as today's grouped ones (modules/settings_legacy.py).
+        if isinstance(args, dict):
+            args = upgrade_config(args)
+        elif not isinstance(args, Namespace):
+            args = upgrade_args(list(sys.argv[1:] if args is None else args))
+        if isinstance(args, (dict, Namespace)):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
+
     def _config_section(self) -> Any:
         sub = self.config.get("subcommand")
         return self.config[sub] if sub else self.config
@@ -106,7 +119,7 @@ class A2LSCLI(LightningCLI):
         model, data = config.get("model"), config.get("data")
         compare_with_checkpoint(
             checkpoint, _as_dict(model), _as_dict(data),
-            {"model": init_defaults(SACModule), "data": init_defaults(ReplayDataModule)},
+            {"model": model_defaults(), "data": init_defaults(ReplayDataModule)},
             resolve_data=ReplayDataModule.resolve_settings)
         trainer = config.get("trainer") or {}
         max_steps, done = trainer.get("max_steps") or -1, int(checkpoint.get("global_step", 0))
@@ -136,7 +149,6 @@ class A2LSCLI(LightningCLI):
         if trainer is not None and version is not None and trainer.get("logger") in (None, True):
             # One folder per run: a resume keeps writing into the checkpoint's own `version_N` (TensorBoard shows
             # one continuous curve, the checkpoints stay in one folder, `a2ls plot` reads one run).
-            from jsonargparse import Namespace
 
             save_dir, name, number = version
             trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
@@ -150,7 +162,7 @@ class A2LSCLI(LightningCLI):
 
     def before_fit(self) -> None:
         # In this process, before DDP starts the others: a refusal there would come once per rank.
-        check_strategy(self.trainer, bool(getattr(self.model.hparams, "cudagraphs", False)))
+        check_strategy(self.trainer, self.model.runtime.cudagraphs)
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:

@@ -54,7 +54,7 @@ import matplotlib.pyplot as plt
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from a2ls_lightning import ReplayDataModule, SACModule
+from a2ls_lightning import NetworkSettings, ReplayDataModule, SACModule
 from a2ls_lightning.builder import default_threads
 from a2ls_lightning.callbacks import OLAux, UpdateProgressBar
 from a2ls_lightning.plotting import eval_curve, read_scalars
@@ -70,8 +70,7 @@ torch.set_num_threads(default_threads())
 # %%
 pl.seed_everything(SEED)
 model = SACModule(
-    encoder="mlp",
-    hidden_dim=HIDDEN_DIM,
+    network=NetworkSettings(encoder="mlp", hidden_dim=HIDDEN_DIM),
     aux_losses={"a2v": "a2_winner_v", "fwd": "forward_dynamics"},
 )
 data = ReplayDataModule(

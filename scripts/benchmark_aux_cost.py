@@ -27,7 +27,7 @@ from a2ls_lightning import ReplayDataModule, SACModule
 
 def prepared(aux: dict | None, hidden: int, batch: int):
     pl.seed_everything(0)
-    module = SACModule(hidden_dim=hidden, aux_losses=aux)
+    module = SACModule.from_settings(hidden_dim=hidden, aux_losses=aux)
     data = ReplayDataModule(batch_size=batch, capacity=10_000, warmup_steps=2000)
     data.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=module.required_slice_length)
     sample = data.next_batch()

@@ -277,9 +277,11 @@ def _adam_step(config: Path, fit_args: Sequence[str]) -> str:
     else the config's, else the default, foreach)."""
     import yaml
 
-    value = (yaml.safe_load(config.read_text()).get("model") or {}).get("fused_adam")
+    from a2ls_lightning.modules.settings import flatten_model_settings
+
+    value = flatten_model_settings(yaml.safe_load(config.read_text()).get("model") or {}).get("fused_adam")
     for arg in fit_args:
-        if arg.startswith("--model.fused_adam="):
+        if arg.startswith(("--model.fused_adam=", "--model.optim.fused_adam=")):
             value = yaml.safe_load(arg.split("=", 1)[1])
     return "fused" if value else "foreach"
 
@@ -571,12 +573,13 @@ def _pixel_sizes() -> str:
     """The pixel config's sizes in words (renders, crop, frame stack, encoder, widths, batch, precision)."""
     import yaml
 
-    from a2ls_lightning import ReplayDataModule, SACModule
-    from a2ls_lightning.modules.agent import init_defaults
+    from a2ls_lightning import ReplayDataModule
+    from a2ls_lightning.modules.agent import init_defaults, model_defaults
+    from a2ls_lightning.modules.settings import flatten_model_settings
 
     config = yaml.safe_load(PIXEL_CONFIG.read_text())
     # The config's values over the classes' own defaults (what a2ls fit would use for a setting it leaves out).
-    model = init_defaults(SACModule) | (config.get("model") or {})
+    model = model_defaults() | flatten_model_settings(config.get("model") or {})
     data = init_defaults(ReplayDataModule) | (config.get("data") or {})
     return (f"{data['image_size']}-pixel renders randomly cropped to {model['crop_size']}, frame stack "
             f"{data['frame_stack']}, {model['encoder_layers'] or 4} conv layers of {model['num_filters']} filters, "

@@ -144,7 +144,7 @@ def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
     warnings.filterwarnings("ignore")
     pl.seed_everything(0, verbose=False)
     source = ReplayDataModule(batch_size=BATCH, capacity=10_000, warmup_steps=2000)
-    base = SACModule(hidden_dim=256, aux_losses=dict(FIVE))
+    base = SACModule.from_settings(hidden_dim=256, aux_losses=dict(FIVE))
     source.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=base.required_slice_length)
     batch = source.next_batch()
     base.build(source.observation_shape, source.action_dim)

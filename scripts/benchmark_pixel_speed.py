@@ -15,7 +15,7 @@ with ``time.perf_counter`` on one CPU thread:
 From these it extrapolates the wall time of one run of the protocol (100k env steps, evaluation every 10k over
 10 episodes) per task and variant. ``--candidates`` also measures changes that could make the pixel path faster,
 without editing the package (each one is applied to the built objects or to this process only, to measure what
-it would buy): ``torch.compile`` of the losses (``--model.compile=true``), channels-last conv weights, a random
+it would buy): ``torch.compile`` of the losses (``--model.runtime.compile=true``), channels-last conv weights, a random
 crop by slicing instead of advanced indexing, glibc's ``MALLOC_MMAP_THRESHOLD_`` (large tensors not returned to
 the OS after each update: scripts/benchmark_learning.py sets it for the pixel runs, and this script measures with
 it unless ``--plain-malloc``; the "plain malloc" row runs in a child process, as glibc reads it at start), and
@@ -23,7 +23,7 @@ rendering without shadows and reflections (per frame).
 
     python scripts/benchmark_pixel_speed.py                              # the protocol's sizes, 3 variants
     python scripts/benchmark_pixel_speed.py --candidates --calibrate 300 # + the speed-up candidates, + a2ls fit
-    python scripts/benchmark_pixel_speed.py --set model.num_filters=32 data.batch_size=128   # other sizes
+    python scripts/benchmark_pixel_speed.py --set model.network.num_filters=32 data.batch_size=128   # other sizes
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class Bench:
         self.slice_crop = slice_crop
         self.optimizer = self.model.configure_optimizers()
         self.fill = fill
-        self.hp, self.data = self.model.hparams, self.dm.hparams
+        self.hp, self.data = self.model.sac, self.dm.hparams
 
     # --- collection ------------------------------------------------------------------------------
     def collection(self, policy_steps: int, render_reps: int) -> dict[str, float]:
@@ -152,7 +152,7 @@ class Bench:
     def update(self, batch, update: int) -> None:
         """One update as ``SACModule.training_step`` does it (eager or compiled losses)."""
         hp, learner = self.hp, self.learner
-        main, aux, _ = self.model._losses_fn(batch, update_actor=update % hp.actor_update_freq == 0)
+        main, aux, _ = self.model.losses_fn(batch, update_actor=update % hp.actor_update_freq == 0)
         critic = self.model.aux_weighting.combine(main["critic"], aux, self.model.shared_parameters())
         total = critic + main.get("actor", 0.0) + main.get("temperature", 0.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -382,11 +382,12 @@ def main() -> None:
     plain = {k: v for k, v in os.environ.items() if k not in MMAP_ENV}
     print(f"\n## Speed-up candidates (ms per update, task {task}, same sizes; each applied to the built objects or "
           "this process only, nothing in the package changed)\n\n| variant | as measured above | plain glibc malloc "
-          "(no MALLOC_*) | torch.compile of the losses (model.compile=true) | channels-last conv weights | random crop "
+          "(no MALLOC_*) | torch.compile of the losses (model.runtime.compile=true) | channels-last conv weights "
+          "| random crop "
           "by slicing |\n|---|---|---|---|---|---|")
     for variant in args.variants:
         row = [upd[variant]["update"] * 1e3, child_update_ms(args, variant, plain)]
-        for kwargs, overrides in (({}, ["model.compile=true"]), ({"channels_last": True}, []),
+        for kwargs, overrides in (({}, ["model.runtime.compile=true"]), ({"channels_last": True}, []),
                                   ({"slice_crop": True}, [])):
             bench = Bench(load_config(args.config, [*args.set, *overrides], variant, task), args.fill, **kwargs)
             bench.collection(policy_steps=5, render_reps=3)

@@ -15,7 +15,7 @@ structure on the same task, action repeat and warm-up), both in this process, on
 updates/s after the first 200 updates of each (CPU time).
 
     python scripts/benchmark_throughput.py --end-to-end --updates 2000 --rounds 3
-    python scripts/benchmark_throughput.py --end-to-end --set model.fused_adam=true   # a setting on our side
+    python scripts/benchmark_throughput.py --end-to-end --set model.optim.fused_adam=true   # a setting on our side
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def sac_update(module: SACModule, opt, batch, update: int, losses_fn=None, autoc
 
     ``losses_fn``: the learner's ``losses`` (default) or a compiled form; ``autocast``: a context for the forward.
     """
-    hp, learner = module.hparams, module.learner
+    hp, learner = module.sac, module.learner
     with autocast if autocast is not None else contextlib.nullcontext():
         main, aux, _ = (losses_fn or learner.losses)(batch, update_actor=update % hp.actor_update_freq == 0)
         total = main["critic"] + sum(aux.values()) + main.get("actor", 0.0) + main.get("temperature", 0.0)
@@ -200,7 +200,7 @@ def main() -> None:
                         help="updates per training_step in the Trainer loop, as at this integer replay ratio")
     parser.add_argument("--end-to-end", action="store_true", help="P0: a2ls fit vs scripts/sac_reference.py")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
-                        help="--end-to-end: settings of our side, e.g. model.fused_adam=true data.replay_ratio=2")
+                        help="--end-to-end: settings of our side, e.g. model.optim.fused_adam=true data.replay_ratio=2")
     args = parser.parse_args()
     global clock
     clock = CLOCK[args.clock]
@@ -215,7 +215,7 @@ def main() -> None:
 
         aux = yaml.safe_load(args.aux)
     source = ReplayDataModule(batch_size=args.batch, capacity=10_000, warmup_steps=2000)
-    base = SACModule(hidden_dim=args.hidden, aux_losses=aux)
+    base = SACModule.from_settings(hidden_dim=args.hidden, aux_losses=aux)
     source.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=base.required_slice_length)
     batch = source.next_batch()
     base.build(source.observation_shape, source.action_dim)

@@ -10,7 +10,7 @@ losses with fixed weights, 1500 updates, no evaluation, one thread.
 
 Reference digests on the 2-core development machine (torch 2.13.0 CPU): ``7e0a68a887a59ed1e7cdef1a81737fd2`` at the
 defaults (the foreach Adam step; unchanged since the backbone options existed), ``2b2b1e2f7ab9227053d76ff9c3edaf63``
-with ``--extra --model.fused_adam=true``.
+with ``--extra --model.optim.fused_adam=true``.
 
 The digest is BLAKE2b over the final checkpoint's ``state_dict`` (every parameter and buffer, in key order, as raw
 bytes) and the optimizer's state; the final critic loss is printed too, for a human to compare.

@@ -1,6 +1,6 @@
 """Updates/s of one SAC update (losses + backward + Adam step) on one fixed real batch; prints one Markdown row.
 
-Timing is a plain PyTorch loop over the module's own pieces (``SACModule._losses_fn``, which is
+Timing is a plain PyTorch loop over the module's own pieces (``SACModule.losses_fn``, which is
 ``learner.losses`` or its ``torch.compile``'d form with ``--compile``, then backward, Adam step, EMA targets), not
 a Lightning Trainer: only the update is timed (no collection, no logging). ``--precision bf16-mixed`` runs the
 losses under ``torch.autocast(bfloat16)`` as Lightning's ``bf16-mixed`` does. ``--cudagraphs`` times the
@@ -43,7 +43,7 @@ def make(args) -> tuple[SACModule, object]:
         data_kwargs.update(from_pixels=True, image_size=args.image_size, frame_stack=3)
         model_kwargs.update(encoder="pixel", crop_size=args.crop_size)
     source = ReplayDataModule(**data_kwargs)
-    module = SACModule(**model_kwargs)
+    module = SACModule.from_settings(**model_kwargs)
     source.setup("fit", policy=lambda obs, gen: torch.zeros(1, 6), slice_length=module.required_slice_length)
     batch = source.next_batch().to(args.device)
     module.build(source.observation_shape, source.action_dim)
@@ -57,10 +57,10 @@ def updates_per_second(module: SACModule, batch, args) -> float:
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16-mixed"
                 else contextlib.nullcontext())
 
-    hp = module.hparams
+    hp = module.sac
 
     def update(i: int) -> torch.Tensor:
-        return sac_update(module, opt, batch, i, losses_fn=module._losses_fn, autocast=autocast)
+        return sac_update(module, opt, batch, i, losses_fn=module.losses_fn, autocast=autocast)
 
     warmup = args.warmup_updates
     if args.cudagraphs:  # the same update (fixed weights of 1) as the module's captured one
@@ -98,8 +98,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=100)
     parser.add_argument("--crop-size", type=int, default=84)
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
-    parser.add_argument("--compile", action="store_true", help="SACModule(compile=True)")
-    parser.add_argument("--cudagraphs", action="store_true", help="SACModule(cudagraphs=True): the whole update")
+    parser.add_argument("--compile", action="store_true", help="SACModule runtime.compile=true")
+    parser.add_argument("--cudagraphs", action="store_true", help="SACModule runtime.cudagraphs=true: the whole update")
     parser.add_argument("--modes", default=None, help="several rows in one process (saves start-up): comma list "
                         "of fp32,bf16,compiled,graphs,compiled+graphs")
     parser.add_argument("--header", action="store_true", help="print the table header first")

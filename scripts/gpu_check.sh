@@ -40,7 +40,7 @@ EVAL=$(( SMOKE * 2 ))  # env steps (action repeat 4 on cheetah): at least one ev
   --trainer.precision bf16-mixed --trainer.log_every_n_steps "$(( SMOKE / 10 > 0 ? SMOKE / 10 : 1 ))" \
   --trainer.default_root_dir "$WORK/run" --trainer.enable_progress_bar false \
   --trainer.logger lightning.pytorch.loggers.CSVLogger --trainer.logger.save_dir "$WORK/run" \
-  --model.encoder pixel --model.hidden_dim "$HIDDEN" --model.num_filters "$FILTERS" --model.crop_size "$CROP" \
+  --model.network.encoder pixel --model.network.hidden_dim "$HIDDEN" --model.network.num_filters "$FILTERS" --model.network.crop_size "$CROP" \
   --model.aux_losses '{a2w: a2_winner}' \
   --data.from_pixels true --data.image_size "$IMG" --data.frame_stack 3 --data.batch_size "$BATCH" \
   --data.warmup_steps "$WARM" --data.capacity 20000 --data.eval_interval "$EVAL" --data.eval_episodes 1 \

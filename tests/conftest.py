@@ -21,7 +21,7 @@ from a2ls_lightning import ReplayDataModule, SACModule
 def tiny_module(**overrides) -> SACModule:
     kwargs = dict(hidden_dim=32, feature_dim=16, encoder_hidden_dim=16, num_filters=8, encoder_layers=None)
     kwargs.update(overrides)
-    return SACModule(**kwargs)
+    return SACModule.from_settings(**kwargs)
 
 
 def tiny_data(**overrides) -> ReplayDataModule:

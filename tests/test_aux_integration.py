@@ -12,14 +12,15 @@ from tensordict import TensorDict
 from a2ls_lightning.modules.augment import center_crop, random_crop
 from a2ls_lightning.modules.auxiliary import AuxLoss, AuxLossSpec
 from a2ls_lightning.modules.learner import SACLearner
+from a2ls_lightning.modules.settings import NetworkSettings, SACSettings
 
 
 def _learner(obs_shape, aux_names, encoder="mlp") -> SACLearner:
     torch.manual_seed(0)
     specs = {n: AuxLossSpec.preset(n) for n in aux_names}
     aux = {n: AuxLoss(s, 8, 2) for n, s in specs.items()}
-    return SACLearner(obs_shape, 2, encoder, 8, 8, 2 if encoder == "pixel" else 1, 4, 16, 16, 0.1, -2.0, 0.99,
-                      (-10.0, 2.0), aux)
+    network = NetworkSettings(encoder, 8, 8, 2 if encoder == "pixel" else 1, 4, 16, 16)
+    return SACLearner(obs_shape, 2, network, SACSettings(init_temperature=0.1, target_entropy=-2.0), aux)
 
 
 def _window(obs_shape, b=8, length=10) -> TensorDict:
@@ -61,7 +62,7 @@ def test_target_states_come_from_the_ema_encoder():
     seen = {}
     module = learner.aux_losses["forward_dynamics"]
     original = module.forward
-    module.forward = lambda inputs, targets, a, r: seen.update(inputs=inputs, targets=targets) or original(
+    module.forward = lambda inputs, targets, a, r, **kw: seen.update(inputs=inputs, targets=targets) or original(
         inputs, targets, a, r)
     learner.losses(batch, update_actor=False)
     obs = batch["observation"]

@@ -10,7 +10,6 @@ import pytest
 from a2ls_lightning.modules.auxiliary import (
     OPERATORS,
     AuxLossSpec,
-    format_presets_table,
     required_window,
 )
 
@@ -201,8 +200,10 @@ def test_unknown_preset_names_the_field_and_lists_the_presets() -> None:
         AuxLossSpec.preset("nope")
 
 
-def test_format_presets_table_lists_every_preset() -> None:
-    table = format_presets_table()
+def test_the_losses_table_lists_every_preset() -> None:
+    from a2ls_lightning.modules.aux_registry import format_losses_table
+
+    table = format_losses_table()
     lines = table.splitlines()
     assert lines[0].split() == ["name", "horizon", "inputs", "->", "targets", "operator"]
     presets = lines[: lines.index("")]

@@ -12,10 +12,11 @@ from conftest import tiny_data, tiny_module, tiny_trainer
 from tensordict import TensorDict
 
 from a2ls_lightning import SACModule
-from a2ls_lightning.modules import agent
+from a2ls_lightning.modules import optim as agent_optim
 from a2ls_lightning.modules.blocks import ResidualBlock, residual_mlp, residual_trunk
 from a2ls_lightning.modules.normalizer import ObsNormalizer
 from a2ls_lightning.modules.resets import reset_learner
+from a2ls_lightning.modules.settings import flatten_model_settings
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -26,7 +27,7 @@ FRONTIER = dict(critic_blocks=2, actor_blocks=1, encoder_blocks=1, obs_norm=True
 
 def _fused_on_cpu() -> bool:
     try:
-        agent.check_fused_adam(torch.device("cpu"))
+        agent_optim.check_fused_adam(torch.device("cpu"))
         return True
     except ValueError:
         return False
@@ -148,11 +149,12 @@ def test_option_trains_on_cheetah_run_and_checkpoints(tmp_path, name):
     assert trainer.global_step == 4
     trainer.save_checkpoint(tmp_path / "c.ckpt")
     loaded = SACModule.load_from_checkpoint(tmp_path / "c.ckpt")
-    assert {k: v for k, v in loaded.hparams.items() if k in OPTIONS[name]} == OPTIONS[name]
+    stored = flatten_model_settings(loaded.hparams)
+    assert {k: v for k, v in stored.items() if k in OPTIONS[name]} == OPTIONS[name]
     state = module.state_dict()
     assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    if module.hparams.obs_norm:
+    if module.network.obs_norm:
         assert loaded.learner.obs_normalizer.count.item() == 4 * 8 * module.required_slice_length
 
 
@@ -198,7 +200,7 @@ def test_exact_resume_with_obs_norm_and_resets_straddling_the_checkpoint(tmp_pat
 ])
 def test_bad_backbone_setting_is_one_line(kwargs, fragment):
     with pytest.raises(ValueError) as err:
-        SACModule(**kwargs)
+        SACModule.from_settings(**kwargs)
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
@@ -206,11 +208,11 @@ def test_fused_adam_refused_in_one_line_where_torch_cannot(monkeypatch):
     def cannot(device, capturable):
         raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of\nsupported devices")
 
-    monkeypatch.setattr(agent, "_fused_adam_step", cannot)
+    monkeypatch.setattr(agent_optim, "_fused_adam_step", cannot)
     module = tiny_module(fused_adam=True)
     module.build((17,), 6)
     with pytest.raises(ValueError) as err:
         module.configure_optimizers()
     message = str(err.value)
-    assert message.startswith(f"model.fused_adam=true: torch {torch.__version__} cannot fuse Adam on cpu: ")
+    assert message.startswith(f"model.optim.fused_adam=true: torch {torch.__version__} cannot fuse Adam on cpu: ")
     assert "\n" not in message

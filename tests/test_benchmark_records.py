@@ -12,7 +12,8 @@ from test_pixel_tasks import BENCH
 def test_a_records_adam_step_follows_the_command_then_the_config_then_the_default():
     assert BENCH._adam_step(BENCH.CONFIG, []) == "foreach"
     assert BENCH._adam_step(BENCH.CONFIG, BENCH.VARIANTS["sac_fused"]) == "fused"
-    assert BENCH._adam_step(BENCH.CONFIG, ["--model.fused_adam=true", "--model.fused_adam=false"]) == "foreach"
+    flip = ["--model.optim.fused_adam=true", "--model.optim.fused_adam=false"]
+    assert BENCH._adam_step(BENCH.CONFIG, flip) == "foreach"
     assert BENCH._adam_step(BENCH.FRONTIER_CONFIG, []) == "fused"  # the config sets it
 
 

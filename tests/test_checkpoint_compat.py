@@ -29,7 +29,8 @@ def test_version_0_1_checkpoint_resumes_exactly_from_a_moved_folder(tmp_path, mo
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    module = SACModule(hidden_dim=32, feature_dim=16, encoder_hidden_dim=16, aux_losses={"a2v": "a2_winner_v"})
+    module = SACModule.from_settings(hidden_dim=32, feature_dim=16, encoder_hidden_dim=16,
+                                     aux_losses={"a2v": "a2_winner_v"})
     data = ReplayDataModule(capacity=300, batch_size=16, warmup_steps=40, eval_interval=400, eval_episodes=1, seed=3)
     olaux = OLAux(lr=5e-3, log_main=False)  # the rule and step size of version 0.1, which wrote it
     trainer = pl.Trainer(max_steps=90, callbacks=[olaux], logger=False, enable_checkpointing=False,

@@ -13,7 +13,7 @@ import torch
 
 TESTS = Path(__file__).parent
 TINY = [
-    "--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16",
+    "--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
     "--data.batch_size=32", "--data.capacity=5000", "--data.warmup_steps=100",
     "--data.eval_interval=600", "--data.eval_episodes=1", "--trainer.log_every_n_steps=20",
     "--trainer.enable_progress_bar=false",
@@ -67,7 +67,7 @@ def run_main(args: list[str], capsys) -> tuple[int, str, str]:
 def test_help_documents_every_argument(capsys):
     code, stdout, _ = run_main(["fit", "--help"], capsys)
     assert code == 0
-    for arg in ("--model.encoder", "--model.hidden_dim", "--model.aux_losses", "--model.critic_tau",
+    for arg in ("--model.network.encoder", "--model.network.hidden_dim", "--model.aux_losses", "--model.sac.critic_tau",
                 "--data.task", "--data.action_repeat", "--data.frame_stack", "--data.slice_length",
                 "--data.warmup_steps", "--data.env_steps_per_update", "--data.eval_interval", "--seed_everything"):
         assert arg in stdout, arg
@@ -84,9 +84,9 @@ def test_print_config_shows_the_quickstart_defaults(capsys):
     "args,field",
     [
         (["--data.batch_size=5000", "--data.capacity=1000"], "batch_size=5000 must be <= capacity=1000"),
-        (["--model.actor_lr=-0.1"], "actor_lr=-0.1 must be > 0"),
-        (["--model.encoder=resnet"], "encoder='resnet' is unknown; allowed: pixel, mlp, ofe, identity"),
-        (["--model.encoder=pixel"], "encoder='pixel' needs pixel observations"),
+        (["--model.optim.actor_lr=-0.1"], "actor_lr=-0.1 must be > 0"),
+        (["--model.network.encoder=resnet"], "encoder='resnet' is unknown; allowed: pixel, mlp, ofe, identity"),
+        (["--model.network.encoder=pixel"], "encoder='pixel' needs pixel observations"),
         (["--data.frame_stack=0"], "frame_stack=0 must be >= 1"),
         (["--data.task=cheeta-run"], "task='cheeta-run' is not a 'domain-task'"),
         (["--model.aux_losses={fwd: h=0 s0 -> s1 mse}"], "aux_losses.fwd"),

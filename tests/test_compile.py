@@ -57,7 +57,7 @@ def _train(tmp_path, compile: bool, weighting=None, cudagraphs: bool = False) ->
 
 @pytest.mark.parametrize(("weighting", "cudagraphs"), [(None, False), (FixedWeights, False), (FixedWeights, True)],
                          ids=["sac", "aux_fixed_weights", "aux_fixed_weights_whole_update_graphed"])
-@pytest.mark.filterwarnings("ignore:model.cudagraphs=true without a CUDA device")
+@pytest.mark.filterwarnings("ignore:model.runtime.cudagraphs=true without a CUDA device")
 def test_compiled_updates_equal_eager(tmp_path, weighting, cudagraphs):
     # The last case: the compiled losses inside the whole-update function that CUDA captures (uncaptured here).
     eager = _train(tmp_path / "eager", compile=False, weighting=weighting)
@@ -85,8 +85,8 @@ def test_olaux_falls_back_to_eager_losses(tmp_path):
 def test_compile_is_off_by_default_and_resumable():
     from a2ls_lightning.modules.run_checks import RESUMABLE_CHANGES
 
-    assert tiny_module().hparams.compile is False
+    assert tiny_module().runtime.compile is False
     assert "compile" in RESUMABLE_CHANGES["model"]
     module = tiny_module()
     module.build((5,), 2)
-    assert module._losses_fn == module.learner.losses  # eager: the learner's own method, unchanged
+    assert module.losses_fn == module.learner.losses  # eager: the learner's own method, unchanged

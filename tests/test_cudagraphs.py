@@ -106,5 +106,5 @@ def test_graphed_update_steps_only_what_the_update_trains():
 def test_cudagraphs_is_off_by_default_and_resumable():
     from a2ls_lightning.modules.run_checks import RESUMABLE_CHANGES
 
-    assert tiny_module().hparams.cudagraphs is False
+    assert tiny_module().runtime.cudagraphs is False
     assert "cudagraphs" in RESUMABLE_CHANGES["model"]

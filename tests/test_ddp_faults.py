@@ -7,7 +7,8 @@ import time
 import pytest
 from test_cli import a2ls
 
-TINY_DDP = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16", "--data.batch_size=16",
+TINY_DDP = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
+            "--data.batch_size=16",
             "--data.capacity=3000", "--data.warmup_steps=40", "--data.eval_episodes=0", "--trainer.max_steps=200",
             "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.strategy=ddp",
             "--trainer.devices=2", "--trainer.accelerator=cpu"]

@@ -132,7 +132,7 @@ def test_resuming_with_other_settings_is_refused_in_one_line(tmp_path):
                   ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     message = str(err.value)
     assert "\n" not in message
-    assert "model.hidden_dim=48 (checkpoint: 32)" in message and "data.batch_size=8 (checkpoint: 16)" in message
+    assert "model.network.hidden_dim=48 (checkpoint: 32)" in message and "data.batch_size=8 (checkpoint: 16)" in message
     # settings that may change on resume are accepted
     fine = tiny_trainer(tmp_path / "c", 20)
     fine.fit(tiny_module(), tiny_data(eval_episodes=2, eval_interval=1000),

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from test_pixel_tasks import BENCH
 
 from a2ls_lightning.data.replay_ratio import agent_steps_for, parse_replay_ratio
+from a2ls_lightning.modules.settings import flatten_model_settings
 
 CONFIG = BENCH.FRONTIER_CONFIG
 SHRINK = ["--data.batch_size=8", "--data.capacity=300", "--data.warmup_steps=10", "--data.eval_episodes=0",
@@ -33,7 +35,7 @@ def test_each_frontier_variant_trains_a_few_updates_through_a2ls_fit(tmp_path, v
           *BENCH.VARIANTS[variant], *SHRINK, f"--trainer.default_root_dir={tmp_path}"])
     checkpoint = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 6
-    hp, data = checkpoint["hyper_parameters"], checkpoint["datamodule_hyper_parameters"]
+    hp, data = flatten_model_settings(checkpoint["hyper_parameters"]), checkpoint["datamodule_hyper_parameters"]
     assert hp["critic_blocks"] == 2 and hp["num_q"] == 1 and hp["obs_norm"] and hp["weight_decay"] > 0
     assert (data["action_repeat"], data["replay_ratio"]) == BENCH.FRONTIER_TASKS[task]
     assert bool(hp["aux_losses"]) == (variant != "frontier_sac")

@@ -14,14 +14,13 @@ from a2ls_lightning.modules.sac import critic_loss
 
 
 def _learner(**aux) -> SACLearner:
-    from a2ls_lightning.modules.agent import _build_aux_modules, _coerce_aux_losses
+    from a2ls_lightning.modules.aux_registry import build_aux_losses, resolve_aux_losses
+    from a2ls_lightning.modules.settings import NetworkSettings, SACSettings
 
-    specs = _coerce_aux_losses(aux)
+    specs = resolve_aux_losses(aux)
     torch.manual_seed(0)
-    return SACLearner(obs_shape=(17,), action_dim=6, encoder="mlp", feature_dim=16, encoder_hidden_dim=16,
-                      encoder_layers=1, num_filters=8, hidden_dim=32, crop_size=84, init_temperature=0.1,
-                      target_entropy=-6.0, discount=0.99, log_std_bounds=(-10.0, 2.0),
-                      aux_losses=_build_aux_modules(specs, 16, 6, False))
+    return SACLearner((17,), 6, NetworkSettings(feature_dim=16, encoder_hidden_dim=16, num_filters=8, hidden_dim=32),
+                      SACSettings(), aux_losses=build_aux_losses(specs, 16, 6, False))
 
 
 def _batch(b: int) -> dict[str, torch.Tensor]:

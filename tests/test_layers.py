@@ -24,14 +24,16 @@ ALLOWED = {
     "plotting": {"stats"},
     "files": set(),
     "quiet": set(),
+    "lightning_private": set(),
     "data": {"validation", "files"},
-    "modules": {"validation", "weighting", "files"},
-    "callbacks": {"validation", "weighting", "files"},
-    "builder": {"validation", "weighting", "files", "data", "modules", "callbacks"},
-    "search": {"validation", "weighting", "files", "data", "modules", "callbacks", "builder"},
-    "runs": {"validation", "weighting", "files", "plotting", "stats", "data", "modules", "callbacks", "builder"},
-    "cli": {"validation", "weighting", "files", "plotting", "stats", "data", "modules", "callbacks", "builder",
-            "search", "runs"},
+    "modules": {"validation", "lightning_private", "weighting", "files"},
+    "callbacks": {"validation", "lightning_private", "weighting", "files"},
+    "builder": {"validation", "lightning_private", "weighting", "files", "data", "modules", "callbacks"},
+    "search": {"validation", "lightning_private", "weighting", "files", "data", "modules", "callbacks", "builder"},
+    "runs": {"validation", "lightning_private", "weighting", "files", "plotting", "stats", "data", "modules",
+             "callbacks", "builder"},
+    "cli": {"validation", "lightning_private", "weighting", "files", "plotting", "stats", "data", "modules",
+            "callbacks", "builder", "search", "runs"},
 }
 
 

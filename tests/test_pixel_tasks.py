@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from a2ls_lightning.modules.settings import flatten_model_settings
 from a2ls_lightning.plotting import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "benchmark_pixels_cpu.yaml"
-SHRINK = ["--model.num_filters=4", "--model.hidden_dim=16", "--model.feature_dim=8", "--data.batch_size=4",
+SHRINK = ["--model.network.num_filters=4", "--model.network.hidden_dim=16", "--model.network.feature_dim=8",
+          "--data.batch_size=4",
           "--data.capacity=200", "--data.warmup_steps=12", "--data.eval_episodes=0", "--trainer.max_steps=3",
           "--trainer.log_every_n_steps=1", "--trainer.callbacks.every_n_train_steps=3"]
 
@@ -44,7 +46,7 @@ def test_each_pixel_variant_trains_a_few_updates_through_a2ls_fit(tmp_path, vari
     assert checkpoint["global_step"] == 3
     obs_shape, action_dim = checkpoint["env_spec"]
     assert tuple(obs_shape) == (9, 64, 64) and action_dim == (6 if task == "cheetah-run" else 1)
-    hp = checkpoint["hyper_parameters"]
+    hp = flatten_model_settings(checkpoint["hyper_parameters"])
     assert hp["encoder"] == "pixel" and hp["crop_size"] == 56
     assert checkpoint["datamodule_hyper_parameters"]["action_repeat"] == BENCH.PIXEL_TASKS[task]
     scalars = read_scalars(tmp_path)

@@ -12,7 +12,8 @@ from test_resume import _assert_same_state
 
 from a2ls_lightning.data.replay_ratio import agent_steps_for, parse_replay_ratio, steps_before_update, updates_for
 
-TINY = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16", "--data.batch_size=16",
+TINY = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
+        "--data.batch_size=16",
         "--data.capacity=3000", "--data.warmup_steps=20", "--data.eval_episodes=0", "--data.action_repeat=4",
         "--trainer.enable_progress_bar=false", "--trainer.max_steps=8"]
 

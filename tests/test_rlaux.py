@@ -294,7 +294,8 @@ def test_labels_modes_are_refused_for_the_sac_module(make_module, make_data, mak
 def test_a_few_updates_through_the_real_a2ls_fit(tmp_path, capsys):
     from a2ls_lightning.cli import main
 
-    args = ["fit", "--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16",
+    args = ["fit", "--model.network.hidden_dim=32", "--model.network.feature_dim=16",
+            "--model.network.encoder_hidden_dim=16",
             "--data.batch_size=16", "--data.capacity=300", "--data.warmup_steps=40", "--data.eval_episodes=0",
             "--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
             "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}",

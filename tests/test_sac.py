@@ -18,12 +18,13 @@ from a2ls_lightning.modules.sac import (
     soft_target,
     temperature_loss,
 )
+from a2ls_lightning.modules.settings import NetworkSettings, SACSettings
 
 
 def _learner(obs_shape=(5,), encoder="mlp", aux=None) -> SACLearner:
     torch.manual_seed(0)
-    return SACLearner(obs_shape, 2, encoder, 8, 8, 1 if encoder != "pixel" else 2, 4, 16, 16, 0.1, -2.0, 0.99,
-                      (-10.0, 2.0), aux)
+    network = NetworkSettings(encoder, 8, 8, 1 if encoder != "pixel" else 2, 4, 16, 16)
+    return SACLearner(obs_shape, 2, network, SACSettings(init_temperature=0.1, target_entropy=-2.0), aux)
 
 
 def _batch(obs_shape=(5,), b=6, length=2) -> TensorDict:

@@ -84,7 +84,7 @@ def test_tiny_search_with_two_worker_processes(tmp_path):
     base = yaml.safe_load((tmp_path / "run" / "report" / "base.yaml").read_text())
     assert base["trainer"]["max_steps"] == budget_for(*_base_and_budget(config)).max_steps
     assert base["trainer"]["default_root_dir"] == str(tmp_path / "run" / "report" / "winner")
-    assert base["model"]["hidden_dim"] == 32 and base["data"]["eval_interval"] == 600
+    assert base["model"]["network"]["hidden_dim"] == 32 and base["data"]["eval_interval"] == 600
     # `a2ls search report` with only the storage writes next to the SQLite database of the study
     (tmp_path / "run" / "report" / "report.md").unlink()
     _, settings = load_search_config(config)

@@ -289,7 +289,7 @@ def test_report_of_an_injected_search(tmp_path):
     from a2ls_lightning.cli import main
 
     main(["fit", f"--config={tmp_path / 'report' / 'olaux.yaml'}", "--trainer.max_steps=6", "--data.warmup_steps=40",
-          "--model.hidden_dim=32", "--data.batch_size=16", "--data.capacity=500", "--data.eval_episodes=0",
+          "--model.network.hidden_dim=32", "--data.batch_size=16", "--data.capacity=500", "--data.eval_episodes=0",
           "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
     import torch
 

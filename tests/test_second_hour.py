@@ -14,7 +14,8 @@ from a2ls_lightning.data.video import count_frames
 
 DATA = Path(__file__).parent / "data" / "checkpoint_v0_1"
 # Action repeat 8: 125 agent steps per episode, so evaluations and videos stay short.
-TINY = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16", "--data.batch_size=16",
+TINY = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
+        "--data.batch_size=16",
         "--data.capacity=3000", "--data.warmup_steps=40", "--data.eval_interval=400", "--data.eval_episodes=1",
         "--data.action_repeat=8", "--trainer.callbacks.every_n_train_steps=50", "--trainer.enable_progress_bar=false"]
 

@@ -39,6 +39,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 
+from a2ls_lightning.lightning_private import cluster_environment
+
 #: The signals that request a save and a stop.
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -103,7 +105,7 @@ class GracefulPreemption(Callback):
         # After Lightning registered its own handlers (Trainer._run), so ours win for the time of training.
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach the main thread only
-        environment = trainer._accelerator_connector.cluster_environment
+        environment = cluster_environment(trainer)
         keep = set()
         if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
             keep.add(environment.requeue_signal or signal.SIGUSR1)  # Lightning's requeue handler stays

@@ -47,9 +47,9 @@ def _print_losses(argv: list[str]) -> None:
                                    "inputs -> targets, operator. Use a name (or the text form) in "
                                    "--model.aux_losses, e.g. --model.aux_losses='{a2v: a2_winner_v}'.")
     parser.parse_args(argv)
-    from a2ls_lightning.modules.aux_spec import format_presets_table
+    from a2ls_lightning.modules.aux_registry import format_losses_table
 
-    print(format_presets_table())
+    print(format_losses_table())
 
 
 def _check_config_files(argv: list[str]) -> None:

@@ -11,22 +11,16 @@ Text form (one YAML or command-line value), written by ``str(spec)`` and read by
     h=<H> <inputs> -> <targets> <operator>[ +neg]
     h=9 s0,s2,s8,a0-a5,a7,a8,r3,r4,r8 -> s1,s3,s6,s9,a4 mse
 
-Elements are ``<kind><offset>``, comma-separated; runs of three or more are written ``a0-a5``.
-
-Validation rules (each a one-line ``ValueError`` naming the field and the allowed values):
+Elements are ``<kind><offset>``, comma-separated; runs of three or more are written ``a0-a5``. Validation rules (each a one-line ``ValueError`` naming the field and the allowed values):
 horizon an integer ≥ 1; a known operator; every mask ``H`` characters of ``0``/``1`` (``s_``
 one character); non-empty input and target sets; at least one input state (otherwise no gradient
 reaches the encoder and the loss trains only its own predictor); and no *pure copy*.
 
-Pure-copy rule. A target set wholly contained in the inputs is rejected **if any target is an
-action or a reward**: such an element goes in raw and comes out raw, so an identity predictor
-reproduces it exactly and the encoder learns nothing from it. A copy made of states only is
-allowed: a copied state enters through the online encoder and is compared with the EMA target
-encoder's features of it (on pixels, of a different random crop), so an identity predictor cannot
-satisfy it unless the encoder becomes consistent across the two views. That is the two-view
-self-prediction of CURL (``{s_t}→{s_t}``, bilinear, negatives) and of state reconstruction
-(``{s_t}→{s_t}``, mse); the paper's statistics treat "state reconstruction" as a real pattern of
-the space (it helps on images, hurts on vectors, where the views differ only by the EMA lag).
+Pure-copy rule. A target set wholly contained in the inputs is rejected **if any target is an action or a
+reward**: it goes in raw and comes out raw, so an identity predictor reproduces it and the encoder learns nothing. A
+copy made of states only is allowed: the copied state enters through the online encoder and is compared with the
+EMA encoder's features of it (on pixels, of another random crop), as in CURL (``{s_t}→{s_t}``, bilinear, negatives)
+and state reconstruction (``{s_t}→{s_t}``, mse), a pattern of the paper's statistics.
 """
 
 from __future__ import annotations
@@ -35,9 +29,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from a2ls_lightning.modules.aux_presets import PRESET_TEXTS
 from a2ls_lightning.validation import did_you_mean
 
-__all__ = ["EXPERIMENT_LOSSES", "AuxLossSpec", "Element", "format_presets_table", "required_window"]
+__all__ = ["PRESET_TEXTS", "AuxLossSpec", "Element", "format_spec_table", "required_window"]
 
 
 #: Operator names, in the order the documentation lists them.
@@ -308,6 +303,12 @@ class AuxLossSpec:
         return flags
 
     # ----------------------------------------------------------------------------- text
+    @property
+    def window(self) -> int:
+        """Consecutive states a replay window must hold for this loss: ``horizon + 1`` (what
+        :mod:`a2ls_lightning.modules.aux_registry` asks of every recipe)."""
+        return self.horizon + 1
+
     def __str__(self) -> str:
         negatives = " +neg" if self.negatives else ""
         loss = f"{_format_elements(self.inputs)} -> {_format_elements(self.targets)}"
@@ -384,28 +385,6 @@ class AuxLossSpec:
         return cls.parse(PRESET_TEXTS[name])
 
 
-#: Named losses in text form. Decoded from the A2LS paper's official flags and its Table 1:
-#: - a2_winner / a2_winner_v: the official flags of the discovered losses (see the tests for the flags).
-#: - curl: two random crops of s_t, bilinear with in-batch negatives.
-#: - spr: SPR's self-predictive loss with its K = 5 steps (an MLP predictor here, not SPR's
-#:   recurrent transition model).
-#: - forward_dynamics {s_t, a_t} → {s_t+1}; inverse_dynamics {s_t, s_t+1} → {a_t};
-#:   reward_prediction {s_t, a_t} → {r_t}; state_reconstruction {s_t} → {s_t} (two-view, mse);
-#:   action_inference {s_t} → {a_t}: infer the action taken from the state alone (inverse dynamics
-#:   without the next state), the "action in the target" pattern of the paper's Table 5.
-PRESET_TEXTS: dict[str, str] = {
-    "a2_winner": "h=4 s0,a0-a3,r0,r1,r3 -> s1-s4 mse",
-    "a2_winner_v": "h=9 s0,s2,s8,a0-a5,a7,a8,r3,r4,r8 -> s1,s3,s6,s9,a4 mse",
-    "curl": "h=1 s0 -> s0 bilinear +neg",
-    "spr": "h=5 s0,a0-a4 -> s1-s5 nmse",
-    "forward_dynamics": "h=1 s0,a0 -> s1 mse",
-    "inverse_dynamics": "h=1 s0,s1 -> a0 mse",
-    "reward_prediction": "h=1 s0,a0 -> r0 mse",
-    "state_reconstruction": "h=1 s0 -> s0 mse",
-    "action_inference": "h=1 s0 -> a0 mse",
-}
-
-
 def required_window(specs: AuxLossSpec | Iterable[AuxLossSpec]) -> int:
     """Consecutive states a batch window must hold to serve every spec: ``max horizon + 1``.
 
@@ -425,16 +404,9 @@ def required_window(specs: AuxLossSpec | Iterable[AuxLossSpec]) -> int:
     return max(horizons) + 1 if horizons else 0
 
 
-#: Auxiliary losses known to hurt, for experiments on weighting rules (see :mod:`a2ls_lightning.modules.harmful`).
-EXPERIMENT_LOSSES: dict[str, str] = {
-    "adversarial": "the negated critic loss through the shared encoder only (OL-AUX's harmful toy task)",
-    "noise_target": "regress a fixed random target per stored transition (memorisation)",
-}
-
-
-def format_presets_table() -> str:
-    """A plain-text table of the presets: name, horizon, inputs -> targets, operator; then the experiment losses
-    known to hurt."""
+def format_spec_table() -> str:
+    """A plain-text table of the presets: name, horizon, inputs -> targets, operator (``a2ls losses`` adds the
+    registered losses: :func:`a2ls_lightning.modules.aux_registry.format_losses_table`)."""
     header = ("name", "horizon", "inputs -> targets", "operator")
     rows = [header]
     for name, spec in AuxLossSpec.presets().items():
@@ -443,7 +415,5 @@ def format_presets_table() -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    lines += ["", "Experiment losses, known to HURT (to test weighting rules, not to train agents):"]
-    lines += [f"  {name.ljust(14)}{text}" for name, text in EXPERIMENT_LOSSES.items()]
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from a2ls_lightning.modules.aux_spec import (
     PRESET_TEXTS,
     AuxLossSpec,
     Element,
-    format_presets_table,
+    format_spec_table,
     required_window,
 )
 
@@ -33,7 +33,7 @@ __all__ = [
     "AuxLossSpec",
     "Element",
     "ElementEmbedding",
-    "format_presets_table",
+    "format_spec_table",
     "operator_loss",
     "required_window",
 ]
@@ -149,6 +149,23 @@ class AuxLoss(nn.Module):
         self.bilinear = (
             nn.Parameter(torch.rand(self.output_dim, self.output_dim)) if spec.operator == "bilinear" else None
         )
+
+    @property
+    def online_offsets(self) -> tuple[int, ...]:
+        """States read through the online encoder: the spec's input states (the auxiliary-loss interface)."""
+        return self.spec.input_state_offsets
+
+    @property
+    def target_offsets(self) -> tuple[int, ...]:
+        """States read through the target encoder: the spec's target states."""
+        return self.spec.target_state_offsets
+
+    def compute(self, ctx, reduction: str = "mean") -> Tensor:
+        """The loss from an update's :class:`~a2ls_lightning.modules.aux_registry.AuxContext`: the spec's states
+        from the encoded window, its first ``H`` actions and rewards (see :meth:`forward`)."""
+        h = self.spec.horizon
+        return self(ctx.online(self.online_offsets), ctx.target(self.target_offsets), ctx.action[:, :h].float(),
+                    ctx.reward[:, :h].float(), reduction=reduction)
 
     def extra_repr(self) -> str:
         return f"spec='{self.spec}', input_dim={self.input_dim}, output_dim={self.output_dim}"

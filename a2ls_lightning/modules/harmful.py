@@ -11,41 +11,23 @@ OL-AUX's first question (Lin et al., "Adaptive Auxiliary Task Weighting for Rein
   memorisation that spends the encoder's capacity. The target is a function of the transition's (episode id,
   step), so it is the same whenever the transition is sampled, and after an exact resume.
 
-Use them by name: ``--model.aux_losses='{fwd: forward_dynamics, adv: adversarial, noise: noise_target}'``.
-``a2ls losses`` lists them apart from the A2LS presets.
+Use them by name: ``--model.aux_losses='{fwd: forward_dynamics, adv: adversarial, noise: noise_target}'`` (both
+are registered in :mod:`a2ls_lightning.modules.aux_registry`, marked harmful); ``a2ls losses`` lists them apart
+from the A2LS presets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from a2ls_lightning.modules.aux_spec import EXPERIMENT_LOSSES
 from a2ls_lightning.modules.sac import critic_loss
 
-__all__ = ["AdversarialLoss", "ExperimentLoss", "ExperimentLossSpec", "NoiseTargetLoss", "make_experiment_loss"]
-
-
-@dataclass(frozen=True)
-class ExperimentLossSpec:
-    """An experiment loss by kind (see :data:`EXPERIMENT_LOSSES`); it reads the window's first state only."""
-
-    kind: str
-    horizon: int = 0
-    input_state_offsets: tuple[int, ...] = (0,)
-    target_state_offsets: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.kind not in EXPERIMENT_LOSSES:
-            raise ValueError(f"experiment loss: unknown kind {self.kind!r}; allowed: {', '.join(EXPERIMENT_LOSSES)}")
-
-    def __str__(self) -> str:
-        return self.kind
+__all__ = ["AdversarialLoss", "ExperimentLoss", "NoiseTargetLoss"]
 
 
 class ExperimentLoss(nn.Module):
@@ -54,10 +36,19 @@ class ExperimentLoss(nn.Module):
     ``features [B, F]`` (online encoder, state 0), ``action [B, A]``, ``target_q [B, 1]`` (detached),
     ``critic`` (the module), ``episode [B]`` and ``step [B]`` (the transition's ids)."""
 
-    spec: ExperimentLossSpec
+    #: States read through the online encoder (state 0) and the target encoder (none): the auxiliary-loss interface
+    #: of :mod:`a2ls_lightning.modules.aux_registry`.
+    online_offsets: tuple[int, ...] = (0,)
+    target_offsets: tuple[int, ...] = ()
 
     def forward(self, context: Mapping[str, Any], reduction: str = "mean") -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def compute(self, ctx: Any, reduction: str = "mean") -> Tensor:
+        """The loss from an update's :class:`~a2ls_lightning.modules.aux_registry.AuxContext` (state 0 only)."""
+        context = {"features": ctx.features[:, 0], "action": ctx.action[:, 0].float(), "target_q": ctx.target_q,
+                   "critic": ctx.critic, "episode": ctx.episode[:, 0], "step": ctx.step[:, 0]}
+        return self(context, reduction=reduction)
 
 
 class AdversarialLoss(ExperimentLoss):
@@ -70,7 +61,6 @@ class AdversarialLoss(ExperimentLoss):
 
     def __init__(self) -> None:
         super().__init__()
-        self.spec = ExperimentLossSpec("adversarial")
 
     def forward(self, context: Mapping[str, Any], reduction: str = "mean") -> Tensor:
         critic = context["critic"]
@@ -97,7 +87,6 @@ class NoiseTargetLoss(ExperimentLoss):
 
     def __init__(self, feature_dim: int, dim: int = 32) -> None:
         super().__init__()
-        self.spec = ExperimentLossSpec("noise_target")
         self.predictor = nn.Sequential(nn.Linear(feature_dim, 2 * feature_dim), nn.ReLU(),
                                        nn.Linear(2 * feature_dim, dim))
         generator = torch.Generator().manual_seed(20190)
@@ -115,10 +104,3 @@ class NoiseTargetLoss(ExperimentLoss):
         if reduction == "none":  # [B]: each example's squared error, averaged over the target's elements
             return (prediction - target.to(prediction.device)).pow(2).mean(dim=1)
         return nn.functional.mse_loss(prediction, target.to(prediction.device))
-
-
-def make_experiment_loss(spec: ExperimentLossSpec, feature_dim: int) -> ExperimentLoss:
-    """The module of an experiment loss."""
-    if spec.kind == "adversarial":
-        return AdversarialLoss()
-    return NoiseTargetLoss(feature_dim)

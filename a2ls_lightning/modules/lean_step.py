@@ -12,10 +12,7 @@ precision and its gradient scaler, a callback or module that overrides one of th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import lightning.pytorch as pl
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -34,13 +31,3 @@ def wrappers_idle(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
         return False
     return not any(is_overridden(hook, callback, pl.Callback) for callback in trainer.callbacks
                    for hook in WRAPPER_HOOKS)
-
-
-def counted_step(optimizer: LightningOptimizer, step: Callable[[], object] | None = None) -> None:
-    """Lightning's step counting (``trainer.global_step``, ``max_steps``, the profiler's ``optimizer_step``) around
-    ``step`` (``None``: a step already taken elsewhere, e.g. inside a captured CUDA graph), without the strategy and
-    precision layers of ``LightningOptimizer.step``."""
-    optimizer._on_before_step()
-    if step is not None:
-        step()
-    optimizer._on_after_step()

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from a2ls_lightning.modules.augment import center_crop, random_crop
+from a2ls_lightning.modules.aux_registry import AuxContext
 from a2ls_lightning.modules.encoders import make_encoder
-from a2ls_lightning.modules.harmful import ExperimentLoss
 from a2ls_lightning.modules.normalizer import ObsNormalizer
 from a2ls_lightning.modules.sac import (
     Actor,
@@ -36,6 +36,7 @@ from a2ls_lightning.modules.sac import (
     soft_target,
     temperature_loss,
 )
+from a2ls_lightning.modules.settings import NetworkSettings, SACSettings
 
 
 class SACLearner(nn.Module):
@@ -44,84 +45,52 @@ class SACLearner(nn.Module):
     Args:
         obs_shape: stored observation shape, ``(D,)`` or ``(C, H, W)`` before cropping.
         action_dim: ``A``.
-        encoder: ``pixel``, ``mlp``, ``ofe`` or ``identity``.
-        feature_dim: encoder output width.
-        encoder_hidden_dim: hidden width of the ``mlp``/``ofe`` encoders.
-        encoder_layers: conv layers (pixel) or dense layers (ofe).
-        num_filters: conv channels (pixel).
-        hidden_dim: width of actor and critic hidden layers.
-        crop_size: random-crop side for pixels.
-        init_temperature: initial α.
-        target_entropy: entropy target (usually ``-A``).
-        discount: γ.
-        log_std_bounds: actor log-std range.
-        aux_losses: ``{name: AuxLoss module}`` built by the caller.
-        critic_blocks: SimBa residual blocks of each Q-network (0: plain MLP).
-        actor_blocks: SimBa residual blocks of the actor (0: plain MLP).
-        encoder_blocks: SimBa residual blocks of the ``mlp``/``ofe`` encoder's trunk (0: none).
-        critic_block_width: width of the critic's residual networks; ``None``: ``hidden_dim``.
-        actor_block_width: width of the actor's residual network; ``None``: ``hidden_dim``.
-        encoder_block_width: width of the encoder's residual trunk; ``None``: ``encoder_hidden_dim``.
-        num_q: Q-networks, 2 (clipped double Q) or 1.
-        obs_norm: normalise state observations by running statistics (buffers ``obs_normalizer.*``).
+        network: the networks' settings (encoder, widths, residual blocks, Q-networks, observation normalisation).
+        sac: the algorithm's settings (initial temperature, target entropy, discount).
+        aux_losses: ``{name: auxiliary-loss module}`` built by the caller (see
+            :mod:`a2ls_lightning.modules.aux_registry`).
+
+    Example:
+        >>> learner = SACLearner((17,), 6, NetworkSettings(hidden_dim=64), SACSettings())
+        >>> learner.act(torch.zeros(3, 17)).shape
+        torch.Size([3, 6])
     """
 
     def __init__(
         self,
         obs_shape: tuple[int, ...],
         action_dim: int,
-        encoder: str,
-        feature_dim: int,
-        encoder_hidden_dim: int,
-        encoder_layers: int,
-        num_filters: int,
-        hidden_dim: int,
-        crop_size: int,
-        init_temperature: float,
-        target_entropy: float,
-        discount: float,
-        log_std_bounds: tuple[float, float],
+        network: NetworkSettings,
+        sac: SACSettings,
         aux_losses: Mapping[str, nn.Module] | None = None,
-        critic_blocks: int = 0,
-        actor_blocks: int = 0,
-        encoder_blocks: int = 0,
-        critic_block_width: int | None = None,
-        actor_block_width: int | None = None,
-        encoder_block_width: int | None = None,
-        num_q: int = 2,
-        obs_norm: bool = False,
     ) -> None:
         super().__init__()
+        net = self.network = network
         self.pixels = len(obs_shape) == 3
-        if obs_norm and self.pixels:
+        if net.obs_norm and self.pixels:
             raise ValueError(f"obs_norm=true normalises state vectors, not pixels {tuple(obs_shape)}")
-        self.crop_size = crop_size
-        enc_shape = (obs_shape[0], crop_size, crop_size) if self.pixels else tuple(obs_shape)
-        self.encoder = make_encoder(encoder, enc_shape, feature_dim, encoder_hidden_dim, encoder_layers, num_filters,
-                                    encoder_blocks, encoder_block_width)
+        self.crop_size = net.crop_size
+        enc_shape = (obs_shape[0], net.crop_size, net.crop_size) if self.pixels else tuple(obs_shape)
+        self.encoder = make_encoder(net.encoder, enc_shape, net.feature_dim, net.encoder_hidden_dim, net.layers,
+                                    net.num_filters, net.encoder_blocks, net.encoder_block_width)
         f = self.encoder.feature_dim
-        self.critic = Critic(f, action_dim, hidden_dim, num_q, critic_blocks, critic_block_width)
+        self.critic = Critic(f, action_dim, net.hidden_dim, net.num_q, net.critic_blocks, net.critic_block_width)
         self.actor_head = self.encoder.make_actor_head()
-        self.actor = Actor(f, action_dim, hidden_dim, *log_std_bounds, actor_blocks, actor_block_width)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(init_temperature), dtype=torch.float32))
+        self.actor = Actor(f, action_dim, net.hidden_dim, net.log_std_min, net.log_std_max, net.actor_blocks,
+                           net.actor_block_width)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.init_temperature), dtype=torch.float32))
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.aux_losses = nn.ModuleDict(dict(aux_losses or {}))
-        self.target_entropy = float(target_entropy)
-        self.discount = float(discount)
-        # Which states each encoder must encode per update: fixed by the specs, so worked out once here.
-        specs = [a.spec for a in self.aux_losses.values()]
-        self.online_offsets = sorted({0, *(o for s in specs for o in s.input_state_offsets)})
-        self.target_offsets = sorted({1, *(o for s in specs for o in s.target_state_offsets)})
-        # Each auxiliary loss's columns in the encoded ``[B, len(offsets), F]`` features, also fixed by its spec.
-        self.aux_columns = {
-            name: ([self.online_offsets.index(o) for o in a.spec.input_state_offsets],
-                   [self.target_offsets.index(o) for o in a.spec.target_state_offsets])
-            for name, a in self.aux_losses.items()
-        }
+        self.target_entropy = sac.resolved_target_entropy(action_dim)
+        self.discount = float(sac.discount)
+        # Which states each encoder must encode per update: fixed by the losses, so worked out once here.
+        losses = list(self.aux_losses.values())
+        self.online_offsets = sorted({0, *(o for a in losses for o in a.online_offsets)})
+        self.target_offsets = sorted({1, *(o for a in losses for o in a.target_offsets)})
         # Created last and only when asked: with obs_norm off the module (its parameters, their order, the random
         # draws of their initialisation, its state_dict) is what it was before the option existed.
-        self.obs_normalizer = ObsNormalizer(int(obs_shape[0])) if obs_norm else None
+        self.obs_normalizer = ObsNormalizer(int(obs_shape[0])) if net.obs_norm else None
 
     # --- parameter groups ------------------------------------------------------------------------
     def actor_parameters(self) -> list[nn.Parameter]:
@@ -195,22 +164,10 @@ class SACLearner(nn.Module):
             main["actor"] = actor_loss(self.critic, feats[:, 0], pi, log_prob, alpha)
             main["temperature"] = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
             metrics["entropy"] = -log_prob.detach().mean()
-        aux = {}
-        context = None
-        for name, module in self.aux_losses.items():
-            if isinstance(module, ExperimentLoss):  # harmful on purpose (modules/harmful.py)
-                context = context or {"features": feats[:, 0], "action": action[:, 0].float(), "target_q": target_q,
-                                      "critic": self.critic, "episode": batch["episode"][:, 0],
-                                      "step": batch["step"][:, 0]}
-                aux[name] = module(context, reduction="none") if per_example else module(context)
-                continue
-            input_columns, target_columns = self.aux_columns[name]
-            inputs, targets = feats[:, input_columns], target_feats[:, target_columns]
-            h = module.spec.horizon
-            if per_example:
-                aux[name] = module(inputs, targets, action[:, :h].float(), reward[:, :h].float(), reduction="none")
-            else:
-                aux[name] = module(inputs, targets, action[:, :h].float(), reward[:, :h].float())
+        # Every auxiliary loss reads the same context and is called the same way (modules/aux_registry.py).
+        ctx = AuxContext(feats, target_feats, self.online_offsets, self.target_offsets, batch, target_q, self.critic)
+        reduction = "none" if per_example else "mean"
+        aux = {name: module.compute(ctx, reduction) for name, module in self.aux_losses.items()}
         if per_example:
             metrics["example_features"] = feats[:, 0].detach()
         return main, aux, metrics

@@ -19,10 +19,12 @@ from typing import Any
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from a2ls_lightning.files import AtomicCheckpointIO, ensure_writable
+from a2ls_lightning.modules.settings import flatten_model_settings, group_of
 
 #: Settings that may change when a run resumes (they change neither the networks nor the data collected).
 RESUMABLE_CHANGES: dict[str, frozenset[str]] = {
-    "model": frozenset({"nonfinite", "max_nonfinite_skips", "compile", "cudagraphs"}),
+    # The runtime group, and the fused Adam step (the same arithmetic up to rounding; the optimizer state is the same).
+    "model": frozenset({"nonfinite", "max_nonfinite_skips", "compile", "cudagraphs", "fused_adam"}),
     "data": frozenset({"eval_interval", "eval_episodes", "keep_replay_snapshots", "buffer_device", "video_every"}),
 }
 
@@ -43,12 +45,12 @@ def check_trainer(trainer: Any) -> None:
 
 
 def check_strategy(trainer: Any, cudagraphs: bool) -> None:
-    """One-line ``ValueError`` for ``model.cudagraphs=true`` under DDP. The ``a2ls`` command calls it before DDP
+    """One-line ``ValueError`` for ``model.runtime.cudagraphs=true`` under DDP. The ``a2ls`` command calls it before DDP
     starts its processes; ``SACModule.setup`` again, for runs started from Python."""
     from lightning.pytorch.strategies import DDPStrategy
 
     if cudagraphs and isinstance(trainer.strategy, DDPStrategy):
-        raise ValueError("model.cudagraphs=true captures the update on one device; it is not allowed with "
+        raise ValueError("model.runtime.cudagraphs=true captures the update on one device; it is not allowed with "
                          "trainer.strategy=ddp (gradients are all-reduced during the backward pass)")
 
 
@@ -110,8 +112,11 @@ def compare_with_checkpoint(checkpoint: Mapping[str, Any], model: Mapping[str, A
     stored_data = checkpoint.get("datamodule_hyper_parameters")
     if resolve_data is not None and data is not None and stored_data is not None:
         data, stored_data = resolve_data(data), resolve_data(stored_data)
-    for section, mine, theirs in (("model", model, checkpoint.get("hyper_parameters")),
-                                  ("data", data, stored_data)):
+    stored_model = checkpoint.get("hyper_parameters")
+    # Model settings in one flat form, whichever way each side spells them (nested groups, or an older flat config).
+    model = flatten_model_settings(model) if model is not None else None
+    stored_model = flatten_model_settings(stored_model) if stored_model is not None else None
+    for section, mine, theirs in (("model", model, stored_model), ("data", data, stored_data)):
         if mine is None or theirs is None:
             continue
         for key, value in mine.items():
@@ -119,7 +124,9 @@ def compare_with_checkpoint(checkpoint: Mapping[str, Any], model: Mapping[str, A
                 continue
             stored = theirs.get(key, defaults.get(section, {}).get(key, value))
             if _normalise(stored) != _normalise(value):
-                differing.append(f"{section}.{key}={value!r} (checkpoint: {stored!r})")
+                group = group_of(key) if section == "model" else None
+                name = f"{section}.{group}.{key}" if group else f"{section}.{key}"
+                differing.append(f"{name}={value!r} (checkpoint: {stored!r})")
     if differing:
         raise ValueError(f"ckpt_path: this run's settings differ from the checkpoint's: {'; '.join(differing)}; "
                          "resume with the checkpoint's settings (its config.yaml) or start a new run")

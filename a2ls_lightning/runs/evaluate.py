@@ -25,7 +25,8 @@ from a2ls_lightning.data.envs import default_action_repeat, make_env, parse_task
 from a2ls_lightning.data.evaluation import evaluation_seed
 from a2ls_lightning.data.video import VideoRecorder
 from a2ls_lightning.files import atomic_write_text
-from a2ls_lightning.modules.agent import SACModule, init_defaults
+from a2ls_lightning.modules.agent import SACModule, model_defaults
+from a2ls_lightning.modules.settings import SETTING_GROUPS
 from a2ls_lightning.validation import check
 
 
@@ -51,9 +52,8 @@ class EvaluationResult:
 
 def load_policy(checkpoint: dict[str, Any]) -> SACModule:
     """The checkpoint's ``SACModule`` with its weights (CPU, eval mode; no trainer, no optimizer)."""
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    known = init_defaults(SACModule)
-    module = SACModule(**{k: v for k, v in hparams.items() if k in known})
+    known = {*model_defaults(), *SETTING_GROUPS}  # settings of this version; flat (older checkpoints) or grouped
+    module = SACModule.from_settings(**{k: v for k, v in checkpoint["hyper_parameters"].items() if k in known})
     module.build(*checkpoint["env_spec"])
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
