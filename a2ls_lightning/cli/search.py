@@ -3,6 +3,7 @@
     a2ls search --config configs/search_smoke.yaml [--workers 2] [--storage URL] [--study NAME] [--run-dir DIR]
     a2ls search report --storage URL --study NAME [--out DIR] [--top 10]
     a2ls search report --config configs/search_smoke.yaml            # storage and study from the config
+    a2ls search fidelity [--records docs/benchmarks/runs] [--target aulc] [--held-out]   # which cheap score ranks well
 
 Everything is checked before the first candidate trains: bad settings raise a one-line ``ValueError`` naming the
 field (the ``a2ls`` command prints it as ``a2ls: error: ...``). ``python -m a2ls_lightning.cli search ...`` is the
@@ -50,6 +51,36 @@ def _report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--olaux-top", type=int, default=5,
                         help="distinct best candidates trained together under OL-AUX by <out>/olaux.yaml")
     return parser
+
+
+def _fidelity(argv: list[str]) -> None:
+    parser = OneLineArgumentParser(prog="a2ls search fidelity", description="Rank correlation (Spearman, Kendall; "
+                                   "bootstrap 95% CIs) between cheap scores of stored runs and their 100k-step "
+                                   "result, within one setting and pooled across settings.")
+    parser.add_argument("--records", default="docs/benchmarks/runs", help="folder of <setting>/<variant>/seed<N>.json")
+    parser.add_argument("--target", default="aulc", help="the 100k-step result: aulc or final (mean over seeds)")
+    parser.add_argument("--held-out", action="store_true", help="target over the seeds the cheap score did not use")
+    parser.add_argument("--within", default="full", help="the setting of the per-task columns (full: state "
+                        "cheetah-run)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[20_000, 30_000, 50_000], help="cheap env steps")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds of a cheap score")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
+    args = parser.parse_args(argv)
+    from a2ls_lightning.search.fidelity import METRICS, default_fidelities, fidelity_markdown, load_records
+    from a2ls_lightning.validation import check, check_choice, check_integer
+
+    check_choice("--target", args.target, METRICS)
+    for value in args.steps:
+        check_integer("--steps", value, 1)
+    for value in args.seeds:
+        check_integer("--seeds", value, 1)
+    check_integer("--reps", args.reps, 10)
+    curves = load_records(args.records)
+    settings = sorted({c.setting for c in curves})
+    check(args.within in settings, f"--within={args.within!r} is not a setting of {args.records}; allowed: "
+          f"{', '.join(settings)}")
+    print(fidelity_markdown(curves, default_fidelities(args.steps, args.seeds), args.within, args.target,
+                            args.held_out, reps=args.reps))
 
 
 def _load(config: str, **overrides: object):
@@ -114,6 +145,8 @@ def main(argv: list[str]) -> None:
     argv = list(argv)
     if argv[:1] == ["report"]:
         _report(argv[1:])
+    elif argv[:1] == ["fidelity"]:
+        _fidelity(argv[1:])
     else:
         _search(argv)
 
