@@ -115,19 +115,21 @@ def _search(argv: list[str]) -> None:
     quiet()
     base, settings = _load(args.config, workers=args.workers, storage=args.storage, study_name=args.study,
                            run_dir=args.run_dir)
-    budget = budget_for(base, settings.budget_env_steps)
+    by_steps = {steps: budget_for(base, steps) for steps in sorted(set(settings.budgets))}
+    budgets = [by_steps[steps] for steps in settings.budgets]
     # Before any training: the run folder (logs, report) and an embedded database's folder are writable.
     ensure_writable(settings.run_dir, "search.run_dir")
     if settings.storage_url.startswith("sqlite:///"):
         ensure_writable(Path(settings.storage_url[len("sqlite:///"):]).parent, "search.storage (its folder)")
     study = open_study(settings, identity_config(base))
     done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+    stages = "; ".join(f"{p} x {k} seed(s) x {b.env_steps} env steps ({b.max_steps} updates)"
+                       for p, k, b in zip(settings.populations, settings.seed_counts, budgets))
     print(f"a2ls search: study {settings.study_name!r} in {describe_url(settings.storage_url)}; "
-          f"{settings.stages} stages x {settings.population} candidates, {settings.seeds_per_candidate} seed(s) of "
-          f"{budget.env_steps} env steps ({budget.max_steps} updates) each; {settings.workers} worker(s) here; "
-          f"{done} finished trials already", flush=True)
-    complete = Ledger(study.get_trials(deepcopy=False), settings.population, settings.stages).complete
-    codes = [0] if complete else run_search(base, settings, budget)
+          f"{settings.stages} stages: {stages}{'; plus SAC on the same seeds each stage' if settings.baseline else ''}"
+          f"; {settings.workers} worker(s) here; {done} finished trials already", flush=True)
+    complete = Ledger(study.get_trials(deepcopy=False), settings.slots, settings.stages).complete
+    codes = [0] if complete else run_search(base, settings, budgets)
     out = Path(settings.run_dir) / "report"
     write_report(settings.storage_url, settings.study_name, out)
     print(f"a2ls search: report in {out}/report.md (a2ls search report --storage '{settings.storage_url}' "
