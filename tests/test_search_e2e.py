@@ -60,6 +60,11 @@ def test_shipped_search_configs_are_valid():
     assert (smoke.population, smoke.stages, smoke.survivor_fraction) == (4, 2, 0.25)
     _, real = load_search_config(ROOT / "configs" / "search_cheetah_state.yaml")
     assert real.population >= 16 and real.stages >= 5 and real.budget_env_steps == 100_000
+    base, halving = load_search_config(ROOT / "configs" / "search_cheetah_state_halving.yaml")
+    assert halving.populations == (24, 6, 2) and halving.seed_counts == (1, 3, 5) and halving.slots == (25, 7, 3)
+    assert [budget_for(base, b).max_steps for b in halving.budgets] == [11500, 11500, 24000]
+    assert halving.baseline and halving.promote and halving.fresh_seeds
+    assert {"a2_winner_v", "forward_dynamics"} <= set(halving.seed_presets)
 
 
 def test_tiny_search_with_two_worker_processes(tmp_path):
