@@ -115,7 +115,8 @@ def _search(argv: list[str]) -> None:
     quiet()
     base, settings = _load(args.config, workers=args.workers, storage=args.storage, study_name=args.study,
                            run_dir=args.run_dir)
-    by_steps = {steps: budget_for(base, steps) for steps in sorted(set(settings.budgets))}
+    field = "search.stage_budgets" if settings.stage_budgets else "search.budget_env_steps"
+    by_steps = {steps: budget_for(base, steps, field) for steps in sorted(set(settings.budgets))}
     budgets = [by_steps[steps] for steps in settings.budgets]
     # Before any training: the run folder (logs, report) and an embedded database's folder are writable.
     ensure_writable(settings.run_dir, "search.run_dir")

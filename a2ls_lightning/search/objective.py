@@ -124,8 +124,9 @@ class Budget:
     eval_interval: int
 
 
-def budget_for(base: dict[str, Any], env_steps: int) -> Budget:
-    """Check the base config and the budget together (builds nothing heavy: no env, no network).
+def budget_for(base: dict[str, Any], env_steps: int, field: str = "search.budget_env_steps") -> Budget:
+    """Check the base config and the budget together (builds nothing heavy: no env, no network); ``field`` names
+    the budget in messages.
 
     Raises:
         ValueError: a bad base config, a budget that does not pass the warm-up, or no evaluation.
@@ -135,7 +136,7 @@ def budget_for(base: dict[str, Any], env_steps: int) -> Budget:
     warmup = hp.warmup_steps * repeat
     check(hp.eval_episodes >= 1, f"data.eval_episodes={hp.eval_episodes} must be >= 1 for a search (the fitness is "
           "the evaluation curve)")
-    check(env_steps > warmup, f"search.budget_env_steps={env_steps} is not above the warm-up (data.warmup_steps="
+    check(env_steps > warmup, f"{field}={env_steps} is not above the warm-up (data.warmup_steps="
           f"{hp.warmup_steps} agent steps x action repeat {repeat} = {warmup} env steps)")
     # the fewest updates whose collection (replay ratio: updates per agent step) reaches the budget
     max_steps = updates_for(Fraction(env_steps, repeat) - hp.warmup_steps, cli.datamodule.replay_ratio)
