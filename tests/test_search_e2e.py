@@ -148,7 +148,7 @@ def test_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(tmp_path):
     assert {t.user_attrs[ATTR_STAGE] for t in complete} == {0, 1}
 
 
-def test_tiny_halving_search_with_a_sac_baseline_per_stage(tmp_path):
+def test_tiny_halving_search_with_a_sac_baseline_per_stage(tmp_path, capsys):
     """Successive halving for real: 3 candidates x 1 seed x 600 env steps, then the survivor x 2 fresh seeds x 1200,
     each stage beside plain SAC on the same seeds; the report ranks by the paired lower bound."""
     from a2ls_lightning.cli.search import main
@@ -166,6 +166,11 @@ def test_tiny_halving_search_with_a_sac_baseline_per_stage(tmp_path):
             assert len(curves) == len(trial.user_attrs[ATTR_SEED_FITNESS]) == seeds
             assert all([s for s, _ in curve] == steps for curve in curves)
         assert ledger.holder(stage, 0).user_attrs[ATTR_BASELINE]
+    assert not ledger.holder(0, 0).intermediate_values, "the baseline feeds no pruner"
+    assert sorted(ledger.holder(0, 1).intermediate_values) == [600]
+    log = capsys.readouterr().out
+    assert "stage0-slot0/seed1: 600 of 600 env steps, eval return" in log
+    assert "stage1-slot1/seed3: 1200 of 1200 env steps, eval return" in log
     survivor = ledger.ranked(0)[0].user_attrs[ATTR_SPEC]
     assert ledger.holder(1, 1).user_attrs[ATTR_SPEC] == survivor
     report = (tmp_path / "run" / "report" / "report.md").read_text()

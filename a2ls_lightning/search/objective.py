@@ -293,11 +293,14 @@ class CandidateObjective:
         def on_eval(env_steps: int, value: float) -> None:
             values.append(value)
             running = values[-1] if self.settings.fitness == "final" else float(np.mean(values))
+            # one line per evaluation: a long search shows its progress in its log
+            self.log(f"{name}: {env_steps} of {budget.env_steps} env steps, eval return {value:.1f}")
+            if spec is None:  # the baseline is never pruned (its stage's candidates pair with it), feeds no pruner
+                return
             trial.report(running, step=index * budget.env_steps + env_steps)
             if trial.should_prune():
                 raise _Prune()
 
         root = str(Path(self.settings.run_dir) / "candidates" / name)
-        # the baseline is never pruned (every candidate of its stage is paired with it) and feeds no pruner
         return train_run(self.base_config, {} if spec is None else {"cand": str(spec)}, seed, budget, root,
-                         None if spec is None else on_eval, keep_logs=self.settings.keep_logs)
+                         on_eval, keep_logs=self.settings.keep_logs)
