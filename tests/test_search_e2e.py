@@ -49,7 +49,7 @@ def trials_of(path: Path) -> tuple[list[optuna.trial.FrozenTrial], Ledger]:
     _, settings = load_search_config(path)
     study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage_url))
     trials = study.get_trials()
-    return trials, Ledger(trials, settings.population, settings.stages)
+    return trials, Ledger(trials, settings.slots, settings.stages)
 
 
 def test_shipped_search_configs_are_valid():
@@ -60,6 +60,11 @@ def test_shipped_search_configs_are_valid():
     assert (smoke.population, smoke.stages, smoke.survivor_fraction) == (4, 2, 0.25)
     _, real = load_search_config(ROOT / "configs" / "search_cheetah_state.yaml")
     assert real.population >= 16 and real.stages >= 5 and real.budget_env_steps == 100_000
+    base, halving = load_search_config(ROOT / "configs" / "search_cheetah_state_halving.yaml")
+    assert halving.populations == (24, 6, 2) and halving.seed_counts == (1, 3, 5) and halving.slots == (25, 7, 3)
+    assert [budget_for(base, b).max_steps for b in halving.budgets] == [11500, 11500, 24000]
+    assert halving.baseline and halving.promote and halving.fresh_seeds
+    assert {"a2_winner_v", "forward_dynamics"} <= set(halving.seed_presets)
 
 
 def test_tiny_search_with_two_worker_processes(tmp_path):
@@ -141,3 +146,32 @@ def test_killed_worker_loses_only_its_candidate_and_a_rerun_resumes(tmp_path):
         assert trials[number].state == optuna.trial.TrialState.COMPLETE
         assert [t.number for t in complete if t.user_attrs[ATTR_SPEC] == spec] == [number]
     assert {t.user_attrs[ATTR_STAGE] for t in complete} == {0, 1}
+
+
+def test_tiny_halving_search_with_a_sac_baseline_per_stage(tmp_path, capsys):
+    """Successive halving for real: 3 candidates x 1 seed x 600 env steps, then the survivor x 2 fresh seeds x 1200,
+    each stage beside plain SAC on the same seeds; the report ranks by the paired lower bound."""
+    from a2ls_lightning.cli.search import main
+    from a2ls_lightning.search.sampler import ATTR_BASELINE, ATTR_SEED_FITNESS
+
+    config = tiny_config(tmp_path, stages=2, stage_populations=[3, 1], stage_budgets=[600, 1200], stage_seeds=[1, 2],
+                         promote=True, baseline=True, fresh_seeds=True, workers=1)
+    main(["--config", str(config)])
+    trials, ledger = trials_of(config)
+    assert ledger.complete and len(ledger.holders) == 4 + 2
+    for stage, (steps, seeds) in enumerate([([600], 1), ([600, 1200], 2)]):
+        for trial in ledger.stage_trials(stage):
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            curves = trial.user_attrs[ATTR_CURVES]
+            assert len(curves) == len(trial.user_attrs[ATTR_SEED_FITNESS]) == seeds
+            assert all([s for s, _ in curve] == steps for curve in curves)
+        assert ledger.holder(stage, 0).user_attrs[ATTR_BASELINE]
+    assert not ledger.holder(0, 0).intermediate_values, "the baseline feeds no pruner"
+    assert sorted(ledger.holder(0, 1).intermediate_values) == [600]
+    log = capsys.readouterr().out
+    assert "stage0-slot0/seed1: 600 of 600 env steps, eval return" in log
+    assert "stage1-slot1/seed3: 1200 of 1200 env steps, eval return" in log
+    survivor = ledger.ranked(0)[0].user_attrs[ATTR_SPEC]
+    assert ledger.holder(1, 1).user_attrs[ATTR_SPEC] == survivor
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "improvement over SAC (paired)" in report and "(n=2)" in report

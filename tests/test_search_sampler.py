@@ -343,6 +343,8 @@ def _write_config(tmp_path: Path, search: dict, data: dict | None = None) -> Pat
 
 @pytest.mark.parametrize("search, data, message", [
     ({"budget_env_steps": 400}, None, "search.budget_env_steps=400 is not above the warm-up"),
+    ({"stages": 2, "stage_budgets": [400, 2000]}, None, "search.stage_budgets=400 is not above the warm-up"),
+    ({"stages": 2, "stage_seeds": [2, 1]}, None, "search.stage_seeds=[2, 1] must not decrease"),
     ({"population": 1}, None, "search.population=1"),
     ({"survivor_fraction": 2}, None, "search.survivor_fraction=2"),
     ({"operators": []}, None, "search.operators=[] is empty"),

@@ -10,6 +10,9 @@ Modules, one concept each (the ``a2ls search`` command is :mod:`a2ls_lightning.c
   the evolution as an Optuna sampler;
 - :mod:`.objective`: one training run on an env-step budget and its learning curve; training (or scoring) a
   trial's candidate; the fitness;
+- :mod:`.paired`: a candidate's fitness over seeds, paired with the stage's SAC baseline, and its interval;
+- :mod:`.fidelity`: which cheap fidelity ranks like the 100k-step result, measured on stored runs
+  (``a2ls search fidelity``);
 - :mod:`.runner`: the database (embedded SQLite or a URL), the study, and the worker processes;
 - :mod:`.report`: the report of a search and its pattern analysis.
 """
@@ -17,13 +20,16 @@ Modules, one concept each (the ``a2ls search`` command is :mod:`a2ls_lightning.c
 from a2ls_lightning.search.objective import (
     CandidateObjective,
     FitnessObjective,
+    SeedFitnessObjective,
     curve_fitness,
 )
+from a2ls_lightning.search.paired import Paired, paired_fitness
 from a2ls_lightning.search.sampler import EvolutionSampler, candidate_of
 from a2ls_lightning.search.settings import SearchSettings, load_search_config
 from a2ls_lightning.search.space import Candidate, Genome, SearchSpace, stage_population
 
 __all__ = [
-    "Candidate", "CandidateObjective", "EvolutionSampler", "FitnessObjective", "Genome", "SearchSettings",
-    "SearchSpace", "candidate_of", "curve_fitness", "load_search_config", "stage_population",
+    "Candidate", "CandidateObjective", "EvolutionSampler", "FitnessObjective", "Genome", "Paired", "SearchSettings",
+    "SearchSpace", "SeedFitnessObjective", "candidate_of", "curve_fitness", "load_search_config", "paired_fitness",
+    "stage_population",
 ]

@@ -7,8 +7,10 @@ would, for an env-step :class:`Budget`. The search overrides ``model.aux_losses`
 dropped), no progress bar, and the logger unless logs are kept. The learning curve comes from the datamodule's
 evaluator (a listener added to it).
 
-Objectives: :class:`CandidateObjective` trains the candidate (one run per seed) and returns its fitness;
-:class:`FitnessObjective` calls an injected function instead (tests, dry runs). Both skip idle trials.
+Objectives: :class:`CandidateObjective` trains the candidate (one run per seed of its stage, on its stage's budget)
+and returns its fitness; a stage's baseline trial trains plain SAC the same way (no auxiliary loss, never pruned).
+:class:`FitnessObjective` and :class:`SeedFitnessObjective` call an injected function instead (tests, dry runs).
+All skip idle trials.
 Fitness of one run (``settings.fitness``): ``aulc``, the mean evaluation return over the evaluation curve
 (the area under the learning curve divided by its length: evaluations are evenly spaced), or ``final``, the
 last evaluation. No normalisation: a search runs on one task, so raw returns are comparable. A candidate's
@@ -36,6 +38,7 @@ from a2ls_lightning.builder import instantiate
 from a2ls_lightning.data.replay_ratio import updates_for
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
 from a2ls_lightning.search.sampler import (
+    ATTR_BASELINE,
     ATTR_CURVES,
     ATTR_ERROR,
     ATTR_IDLE,
@@ -53,6 +56,7 @@ __all__ = [
     "CandidateObjective",
     "EvalCallback",
     "FitnessObjective",
+    "SeedFitnessObjective",
     "budget_for",
     "curve_fitness",
     "identity_config",
@@ -120,8 +124,9 @@ class Budget:
     eval_interval: int
 
 
-def budget_for(base: dict[str, Any], env_steps: int) -> Budget:
-    """Check the base config and the budget together (builds nothing heavy: no env, no network).
+def budget_for(base: dict[str, Any], env_steps: int, field: str = "search.budget_env_steps") -> Budget:
+    """Check the base config and the budget together (builds nothing heavy: no env, no network); ``field`` names
+    the budget in messages.
 
     Raises:
         ValueError: a bad base config, a budget that does not pass the warm-up, or no evaluation.
@@ -131,7 +136,7 @@ def budget_for(base: dict[str, Any], env_steps: int) -> Budget:
     warmup = hp.warmup_steps * repeat
     check(hp.eval_episodes >= 1, f"data.eval_episodes={hp.eval_episodes} must be >= 1 for a search (the fitness is "
           "the evaluation curve)")
-    check(env_steps > warmup, f"search.budget_env_steps={env_steps} is not above the warm-up (data.warmup_steps="
+    check(env_steps > warmup, f"{field}={env_steps} is not above the warm-up (data.warmup_steps="
           f"{hp.warmup_steps} agent steps x action repeat {repeat} = {warmup} env steps)")
     # the fewest updates whose collection (replay ratio: updates per agent step) reaches the budget
     max_steps = updates_for(Fraction(env_steps, repeat) - hp.warmup_steps, cli.datamodule.replay_ratio)
@@ -184,7 +189,10 @@ def curve_fitness(curve: Sequence[tuple[int, float]], kind: str = "aulc") -> flo
     return float(returns[-1] if kind == "final" else np.mean(returns))
 
 
-def _skip_idle(trial: optuna.Trial) -> AuxLossSpec:
+def _skip_idle(trial: optuna.Trial) -> AuxLossSpec | None:
+    """The trial's candidate, ``None`` for a baseline trial; an idle trial is pruned (skipped)."""
+    if trial.user_attrs.get(ATTR_BASELINE):
+        return None
     spec = candidate_of(trial)
     if spec is None or trial.user_attrs.get(ATTR_IDLE):
         raise optuna.TrialPruned("idle: every candidate of the search is taken")
@@ -205,34 +213,60 @@ class FitnessObjective:
         return float(self.fitness(_skip_idle(trial)))
 
 
+class SeedFitnessObjective:
+    """Score each trial with ``fitness(spec, seed) -> float`` per seed of its stage (``spec`` is ``None`` for the
+    baseline); records the per-seed values as training does (no training: tests of the paired fitness).
+
+    Args:
+        fitness: the injected per-seed fitness function.
+        settings: the stages' seeds.
+        first_seed: ``seed_everything``.
+    """
+
+    def __init__(self, fitness: Callable[[AuxLossSpec | None, int], float], settings: SearchSettings,
+                 first_seed: int = 1) -> None:
+        self.fitness, self.settings, self.first_seed = fitness, settings, first_seed
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec = _skip_idle(trial)
+        seeds = self.settings.seeds_of(int(trial.user_attrs[ATTR_STAGE]), self.first_seed)
+        scores = [float(self.fitness(spec, seed)) for seed in seeds]
+        trial.set_user_attr(ATTR_SEED_FITNESS, scores)
+        return float(np.mean(scores))
+
+
 class CandidateObjective:
-    """Train the trial's candidate with the base config for the budget on each seed; return the mean fitness.
+    """Train the trial's candidate with the base config on each seed of its stage for the stage's budget; return
+    the mean fitness.
 
     Args:
         base_config: the base ``a2ls fit`` config.
-        settings: fitness kind, seeds per candidate, budget, run folder, ``keep_logs``.
-        budget: the budget mapped onto the base config (:func:`budget_for`).
+        settings: fitness kind, seeds per stage, run folder, ``keep_logs``.
+        budget: the budget mapped onto the base config (:func:`budget_for`): one for every stage, or one per stage.
         log: where progress lines go (default: ``print``).
     """
 
-    def __init__(self, base_config: dict[str, Any], settings: SearchSettings, budget: Budget,
+    def __init__(self, base_config: dict[str, Any], settings: SearchSettings, budget: Budget | Sequence[Budget],
                  log: Callable[[str], None] = print) -> None:
-        self.base_config, self.settings, self.budget, self.log = base_config, settings, budget, log
+        self.base_config, self.settings, self.log = base_config, settings, log
+        self.budgets = [budget] * settings.stages if isinstance(budget, Budget) else list(budget)
 
-    def seeds(self) -> list[int]:
-        """``seed_everything + k`` for ``k < seeds_per_candidate``."""
-        first = int(self.base_config.get("seed_everything", 1))
-        return [first + k for k in range(self.settings.seeds_per_candidate)]
+    def seeds(self, stage: int = 0) -> list[int]:
+        """The seeds of ``stage`` (:meth:`SearchSettings.seeds_of`, from ``seed_everything``)."""
+        return self.settings.seeds_of(stage, int(self.base_config.get("seed_everything", 1)))
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = _skip_idle(trial)
         stage, slot = trial.user_attrs[ATTR_STAGE], trial.user_attrs[ATTR_SLOT]
         start = time.time()
-        self.log(f"stage {stage} slot {slot} (trial {trial.number}): training {spec}")
+        budget = self.budgets[stage]
+        what = "the SAC baseline" if spec is None else str(spec)
+        self.log(f"stage {stage} slot {slot} (trial {trial.number}): training {what}, seeds {self.seeds(stage)}, "
+                 f"{budget.env_steps} env steps each")
         curves, scores = [], []
         try:
-            for index, seed in enumerate(self.seeds()):
-                curve = self._run(trial, spec, index, seed, f"stage{stage}-slot{slot}/seed{seed}")
+            for index, seed in enumerate(self.seeds(stage)):
+                curve = self._run(trial, spec, budget, index, seed, f"stage{stage}-slot{slot}/seed{seed}")
                 curves.append(curve)
                 scores.append(curve_fitness(curve, self.settings.fitness))
         except _Prune:
@@ -252,16 +286,21 @@ class CandidateObjective:
         self.log(f"stage {stage} slot {slot}: fitness {fitness:.1f} in {time.time() - start:.0f} s")
         return fitness
 
-    def _run(self, trial: optuna.Trial, spec: AuxLossSpec, index: int, seed: int, name: str) -> list:
+    def _run(self, trial: optuna.Trial, spec: AuxLossSpec | None, budget: Budget, index: int, seed: int,
+             name: str) -> list:
         values: list[float] = []
 
         def on_eval(env_steps: int, value: float) -> None:
             values.append(value)
             running = values[-1] if self.settings.fitness == "final" else float(np.mean(values))
-            trial.report(running, step=index * self.budget.env_steps + env_steps)
+            # one line per evaluation: a long search shows its progress in its log
+            self.log(f"{name}: {env_steps} of {budget.env_steps} env steps, eval return {value:.1f}")
+            if spec is None:  # the baseline is never pruned (its stage's candidates pair with it), feeds no pruner
+                return
+            trial.report(running, step=index * budget.env_steps + env_steps)
             if trial.should_prune():
                 raise _Prune()
 
         root = str(Path(self.settings.run_dir) / "candidates" / name)
-        return train_run(self.base_config, {"cand": str(spec)}, seed, self.budget, root, on_eval,
-                         keep_logs=self.settings.keep_logs)
+        return train_run(self.base_config, {} if spec is None else {"cand": str(spec)}, seed, budget, root,
+                         on_eval, keep_logs=self.settings.keep_logs)

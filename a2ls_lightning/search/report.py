@@ -13,12 +13,18 @@ A pattern holds for a loss when (``∈ in``: an input element, ``∈ out``: a ta
 - more target states than input states: ``|states ∈ out| > |states ∈ in|``;
 - in-batch negatives: the loss contrasts against the batch.
 
+Candidates rank by the lower bound of their fitness interval over seeds (the paired improvement over the stage's
+SAC baseline when the search trains one; :mod:`.paired`), those scored on one seed after them by their mean; the
+table shows each interval. With ``promote`` a candidate is scored once per stage it reaches; the pattern analysis
+then uses stage 0 only (every candidate once, at one fidelity).
+
 For each pattern the table gives the mean fitness of the candidates with and without it, the difference, and
 Welch's two-sided t-test p-value (scipy; ``nan`` when a group has fewer than two candidates).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,6 +37,7 @@ from optuna.trial import TrialState
 
 from a2ls_lightning.files import atomic_write_text
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
+from a2ls_lightning.search.paired import Paired, rank_key
 from a2ls_lightning.search.runner import describe_url, open_storage
 from a2ls_lightning.search.sampler import (
     ATTR_ERROR,
@@ -39,7 +46,9 @@ from a2ls_lightning.search.sampler import (
     ATTR_SPEC,
     STUDY_ATTR_SETTINGS,
     Ledger,
+    is_baseline,
 )
+from a2ls_lightning.search.settings import SearchSettings
 
 __all__ = [
     "PATTERNS",
@@ -143,6 +152,13 @@ class Scored:
     fitness_std: float
     seeds: int
     origin: str
+    paired: Paired | None = None
+    """The fitness over seeds, paired with the stage's baseline when there is one, with its interval."""
+
+    @property
+    def score(self) -> Paired:
+        """:attr:`paired`, or the plain fitness without an interval."""
+        return self.paired or Paired(self.fitness, self.fitness_std, self.seeds, float("nan"), float("nan"), False)
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,15 @@ class Results:
     stages_done: int
     base_config: dict
     settings: dict
+    baselines: dict[int, tuple[float, int]] = dataclasses.field(default_factory=dict)
+    """Stage → (SAC baseline's mean fitness, seeds), for searches with ``baseline``."""
+    confidence: float = 0.9
+
+    def ranked(self) -> list[Scored]:
+        """Scored candidates, best first (:func:`~a2ls_lightning.search.paired.rank_key`); with ``promote`` the
+        highest stage reached (the highest fidelity) first."""
+        promote = bool(self.settings.get("promote"))
+        return sorted(self.scored, key=lambda s: (-s.stage if promote else 0, *rank_key(s.score), -s.stage, s.slot))
 
 
 def load_results(storage: str, study_name: str) -> Results:
@@ -175,9 +200,15 @@ def load_results(storage: str, study_name: str) -> Results:
     trials = study.get_trials(deepcopy=False)
     if not settings:
         raise ValueError(f"study: {study_name!r} is not an a2ls search (no {STUDY_ATTR_SETTINGS} attribute)")
-    ledger = Ledger(trials, settings["population"], settings["stages"])
-    scored, pruned, failed = [], 0, 0
+    parsed = SearchSettings.from_mapping(settings)
+    ledger = Ledger(trials, parsed.slots, parsed.stages)
+    scored, pruned, failed, baselines = [], 0, 0, {}
     for (stage, slot), trial in sorted(ledger.holders.items()):
+        if is_baseline(trial):
+            if trial.state == TrialState.COMPLETE:
+                seeds = trial.user_attrs.get(ATTR_SEED_FITNESS) or [trial.value]
+                baselines[stage] = (float(trial.value), len(seeds))
+            continue
         if trial.state == TrialState.PRUNED:
             pruned += 1
         elif trial.state == TrialState.FAIL and ATTR_ERROR in trial.user_attrs:
@@ -187,20 +218,34 @@ def load_results(storage: str, study_name: str) -> Results:
         seeds = trial.user_attrs.get(ATTR_SEED_FITNESS) or [trial.value]
         spec = AuxLossSpec.parse(trial.user_attrs[ATTR_SPEC])
         scored.append(Scored(spec, stage, slot, trial.number, float(trial.value), float(np.std(seeds)), len(seeds),
-                             trial.user_attrs.get(ATTR_ORIGIN, "")))
+                             trial.user_attrs.get(ATTR_ORIGIN, ""), ledger.paired(trial, parsed.confidence)))
     done = sum(ledger.stage_done(s) for s in range(ledger.stages))
     return Results(study_name, ledger.population, ledger.stages, scored, pruned, failed, done,
-                   stored.get("base", {}), settings)
+                   stored.get("base", {}), settings, baselines, parsed.confidence)
 
 
-def top_markdown(scored: list[Scored], top: int = 10) -> str:
-    """The ``top`` best candidates as a markdown table."""
-    lines = ["| rank | loss (text form) | fitness (mean ± std over seeds) | horizon | operator | stage | origin |",
-             "|---|---|---|---|---|---|---|"]
-    for rank, s in enumerate(sorted(scored, key=lambda s: -s.fitness)[:top], 1):
+def top_markdown(scored: list[Scored], top: int = 10, confidence: float = 0.9) -> str:
+    """The first ``top`` of ``scored`` (ranked already, :meth:`Results.ranked`) as a markdown table."""
+    what = "improvement over SAC (paired)" if any(s.score.paired for s in scored) else "fitness"
+    lines = [f"| rank | loss (text form) | {what}: mean [{confidence:.0%} CI] | fitness (mean ± std over seeds) | "
+             "horizon | operator | stage | origin |", "|---|---|---|---|---|---|---|---|"]
+    for rank, s in enumerate(scored[:top], 1):
         operator = s.spec.operator + (" +neg" if s.spec.negatives else "")
-        lines.append(f"| {rank} | `{s.spec}` | {s.fitness:.1f} ± {s.fitness_std:.1f} (n={s.seeds}) | "
-                     f"{s.spec.horizon} | {operator} | {s.stage} | {s.origin} |")
+        lines.append(f"| {rank} | `{s.spec}` | {s.score.interval()} | {s.fitness:.1f} ± {s.fitness_std:.1f} "
+                     f"(n={s.seeds}) | {s.spec.horizon} | {operator} | {s.stage} | {s.origin} |")
+    return "\n".join(lines)
+
+
+def stages_markdown(results: Results) -> str:
+    """Per stage: candidates scored, seeds, env steps per run, and the SAC baseline's fitness."""
+    settings = SearchSettings.from_mapping(results.settings)
+    lines = ["| stage | candidates scored | seeds per candidate | env steps per run | SAC baseline fitness |",
+             "|---|---|---|---|---|"]
+    for stage in range(settings.stages):
+        base = results.baselines.get(stage)
+        lines.append(f"| {stage} | {sum(s.stage == stage for s in results.scored)} of {settings.populations[stage]} | "
+                     f"{settings.seed_counts[stage]} | {settings.budgets[stage]} | "
+                     f"{'–' if base is None else f'{base[0]:.1f} (n={base[1]})'} |")
     return "\n".join(lines)
 
 
@@ -225,7 +270,8 @@ def stage_figure(results: Results, path: Path) -> None:
         ax.set_xticks(stages)
     ax.set_xlabel("stage")
     ax.set_ylabel("fitness (mean eval return over the curve)")
-    ax.set_title(f"{results.study_name}: fitness per stage ({results.population} candidates per stage)")
+    sizes = sorted({len(v) for v in per_stage}, reverse=True)
+    ax.set_title(f"{results.study_name}: fitness per stage ({'/'.join(map(str, sizes)) or 0} scored per stage)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -240,16 +286,25 @@ def write_report(storage: str, study_name: str, out_dir: str | Path, top: int = 
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(storage, study_name)
     stage_figure(results, out / "stages.png")
+    ranked = results.ranked()
+    promote = bool(results.settings.get("promote"))
+    patterned = [s for s in results.scored if s.stage == 0 or not promote]
+    paired = bool(results.baselines)
     lines = [f"# Auxiliary-loss search `{study_name}`", "",
              (f"{len(results.scored)} candidates scored, {results.pruned} pruned, {results.failed} failed; "
-              f"{results.stages_done} of {results.stages} stages done ({results.population} candidates per stage)."),
-             "", "## Top candidates", "", top_markdown(results.scored, top), "",
+              f"{results.stages_done} of {results.stages} stages done."), "", stages_markdown(results),
+             "", "## Top candidates", "",
+             ("Ranked by the lower bound of the interval over seeds" + (" of the paired improvement over the stage's "
+              "SAC baseline (same seeds)" if paired else "") + "; one-seed candidates (no interval) after them, by "
+              "mean" + ("; the highest stage reached first." if promote else ".")), "",
+             top_markdown(ranked, top, results.confidence), "",
              "## Fitness per stage", "", "![fitness per stage](stages.png)", "",
              "## Patterns (the paper's Table 5)", "",
-             "Mean fitness of the scored candidates with and without each pattern; p: Welch's t-test.", "",
-             patterns_markdown(pattern_table([(s.spec, s.fitness) for s in results.scored]))]
+             (f"Mean {'paired improvement over SAC' if paired else 'fitness'} of the "
+              f"{'stage-0 ' if promote else ''}candidates with and without each pattern; p: Welch's t-test."), "",
+             patterns_markdown(pattern_table([(s.spec, s.score.mean) for s in patterned]))]
     if results.scored:
-        best = max(results.scored, key=lambda s: s.fitness)
+        best = ranked[0]
         base = training_config(results, out / "winner")
         atomic_write_text(out / "base.yaml", yaml.safe_dump(base, sort_keys=False))
         olaux = olaux_config(results, out / "olaux", olaux_top)
@@ -272,7 +327,7 @@ def olaux_config(results: Results, root_dir: Path, top: int) -> dict:
     """:func:`training_config` with the ``top`` best distinct candidates as auxiliary losses weighted by OL-AUX."""
     config = training_config(results, root_dir)
     losses: dict[str, str] = {}
-    for scored in sorted(results.scored, key=lambda s: -s.fitness):
+    for scored in results.ranked():
         text = str(scored.spec)
         if text not in losses.values():
             losses[f"top{len(losses) + 1}"] = text
@@ -295,7 +350,7 @@ def training_config(results: Results, root_dir: Path) -> dict:
     from a2ls_lightning.search.objective import budget_for
 
     base = copy.deepcopy(results.base_config)
-    budget = budget_for(base, int(results.settings["budget_env_steps"]))
+    budget = budget_for(base, SearchSettings.from_mapping(results.settings).budgets[-1])  # the last stage's
     base["trainer"] = {**(base.get("trainer") or {}), "max_steps": budget.max_steps,
                        "default_root_dir": str(root_dir)}
     return base

@@ -164,7 +164,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     ran = 0
     while max_trials is None or ran < max_trials:
         fail_stale(study)
-        ledger = Ledger(study.get_trials(deepcopy=False), settings.population, settings.stages)
+        ledger = Ledger(study.get_trials(deepcopy=False), settings.slots, settings.stages)
         if ledger.complete:
             break
         if ledger.first_free() is None:  # the rest is being trained elsewhere; a dead worker's slot may free up
@@ -182,7 +182,8 @@ def _log(prefix: str) -> Callable[[str], None]:
     return log
 
 
-def _worker_main(base_config: dict[str, Any], settings_dict: dict[str, Any], budget: Budget, index: int) -> None:
+def _worker_main(base_config: dict[str, Any], settings_dict: dict[str, Any], budget: Budget | list[Budget],
+                 index: int) -> None:
     """Body of one worker process (also used in-process when ``workers == 1``)."""
     import torch
 
@@ -197,8 +198,10 @@ def _worker_main(base_config: dict[str, Any], settings_dict: dict[str, Any], bud
     log(f"done ({ran} trials)")
 
 
-def run_search(base_config: dict[str, Any], settings: SearchSettings, budget: Budget) -> list[int]:
+def run_search(base_config: dict[str, Any], settings: SearchSettings, budget: Budget | list[Budget]) -> list[int]:
     """Run ``settings.workers`` workers on this machine until the search is complete; return their exit codes.
+
+    ``budget``: one for every stage, or one per stage.
 
     With one worker it runs in this process; with more, each is a spawned process. The study must exist (see
     :func:`open_study`).

@@ -17,9 +17,11 @@ holder (:class:`Ledger`).
 3. take the slot's candidate from the stage's population (:func:`~a2ls_lightning.search.space.stage_population`,
    deterministic in ``sampler_seed`` and the stage's results) and store it on the trial.
 
-When every slot is taken and the search is complete, the trial is marked ``a2ls_idle`` and the objective
-skips it; the objective reads the candidate with :func:`candidate_of`. ``trial.suggest_*`` calls are answered
-by a ``RandomSampler`` (the search itself needs none).
+With ``search.baseline`` slot 0 of every stage is plain SAC (``a2ls_baseline``; it needs no parents, so it is
+assigned at once) and candidate ``i`` sits in slot ``i + 1``; survivors rank by the paired fitness over the stage's
+baseline (:mod:`.paired`). When every slot is taken and the search is complete, the trial is marked ``a2ls_idle``
+and the objective skips it; the objective reads the candidate with :func:`candidate_of`. ``trial.suggest_*``
+calls are answered by a ``RandomSampler`` (the search itself needs none).
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from a2ls_lightning.modules.aux_spec import AuxLossSpec
+from a2ls_lightning.search.paired import Paired, paired_fitness, rank_key
 from a2ls_lightning.search.settings import SearchSettings
 from a2ls_lightning.search.space import Candidate, RejectHook, stage_population
 
 __all__ = [
     "ATTR_ASSIGNED_AT",
+    "ATTR_BASELINE",
+    "BASELINE_SPEC",
     "ATTR_CURVES",
     "ATTR_ERROR",
     "ATTR_IDLE",
@@ -60,6 +65,7 @@ __all__ = [
     "candidate_of",
     "claim_of",
     "fail_stale",
+    "is_baseline",
     "worker_id",
 ]
 
@@ -75,6 +81,9 @@ ATTR_ERROR = "a2ls_error"
 ATTR_IDLE = "a2ls_idle"
 ATTR_SEED_FITNESS = "a2ls_seed_fitness"
 ATTR_CURVES = "a2ls_curves"
+ATTR_BASELINE = "a2ls_baseline"
+#: ``a2ls_spec`` of a stage's baseline trial (plain SAC).
+BASELINE_SPEC = "sac (no auxiliary loss)"
 #: Study user attribute holding the settings that define the study (``SearchSettings.identity()``) and the base
 #: training config.
 STUDY_ATTR_SETTINGS = "a2ls_settings"
@@ -88,6 +97,11 @@ def claim_of(trial: FrozenTrial) -> tuple[int, int] | None:
     if ATTR_STAGE in attrs and ATTR_SLOT in attrs and attrs[ATTR_STAGE] is not None:
         return int(attrs[ATTR_STAGE]), int(attrs[ATTR_SLOT])
     return None
+
+
+def is_baseline(trial: FrozenTrial) -> bool:
+    """The trial trains its stage's SAC baseline, not a candidate."""
+    return bool(trial.user_attrs.get(ATTR_BASELINE))
 
 
 def is_live(trial: FrozenTrial) -> bool:
@@ -106,12 +120,13 @@ class Ledger:
 
     Args:
         trials: all trials of the study.
-        population: slots per stage.
+        population: slots per stage: one number for every stage, or one per stage (``SearchSettings.slots``).
         stages: number of stages.
     """
 
-    def __init__(self, trials: Iterable[FrozenTrial], population: int, stages: int) -> None:
-        self.population, self.stages = population, stages
+    def __init__(self, trials: Iterable[FrozenTrial], population: int | Sequence[int], stages: int) -> None:
+        self.sizes = (population,) * stages if isinstance(population, int) else tuple(population)
+        self.population, self.stages = max(self.sizes), stages
         self.trials = list(trials)
         self.holders: dict[tuple[int, int], FrozenTrial] = {}
         for trial in sorted(self.trials, key=lambda t: t.number):
@@ -129,7 +144,7 @@ class Ledger:
 
     def stage_done(self, stage: int) -> bool:
         """Every slot of ``stage`` has a finished holder."""
-        return all(self.slot_done(stage, slot) for slot in range(self.population))
+        return all(self.slot_done(stage, slot) for slot in range(self.sizes[stage]))
 
     @property
     def complete(self) -> bool:
@@ -139,7 +154,7 @@ class Ledger:
     def first_free(self) -> tuple[int, int] | None:
         """The lowest ``(stage, slot)`` nobody holds, or ``None`` when every slot is held."""
         for stage in range(self.stages):
-            for slot in range(self.population):
+            for slot in range(self.sizes[stage]):
                 if (stage, slot) not in self.holders:
                     return stage, slot
         return None
@@ -148,16 +163,32 @@ class Ledger:
         """The holders of ``stage``'s slots, by slot."""
         return [t for (s, _), t in sorted(self.holders.items()) if s == stage]
 
-    def ranked(self, stage: int) -> list[FrozenTrial]:
-        """Finished holders of ``stage`` that have a fitness, best first: complete trials by value, then pruned
-        ones by their last reported value; ties by slot. Failed candidates are not ranked."""
-        def key(trial: FrozenTrial) -> tuple[int, float, int]:
-            if trial.state == TrialState.COMPLETE:
-                return 0, -float(trial.value), int(trial.user_attrs[ATTR_SLOT])
-            last = trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
-            return 1, -float(last) if last is not None else float("inf"), int(trial.user_attrs[ATTR_SLOT])
+    def baseline(self, stage: int) -> FrozenTrial | None:
+        """The complete SAC baseline trial of ``stage``, if any."""
+        found = [t for t in self.stage_trials(stage) if is_baseline(t) and t.state == TrialState.COMPLETE]
+        return found[0] if found else None
 
-        return sorted((t for t in self.stage_trials(stage) if t.state in _FINISHED_OK), key=key)
+    def paired(self, trial: FrozenTrial, confidence: float = 0.9) -> Paired:
+        """A complete candidate's fitness over its seeds, paired with its stage's complete baseline when there is
+        one on as many seeds (:func:`~a2ls_lightning.search.paired.paired_fitness`)."""
+        seeds = trial.user_attrs.get(ATTR_SEED_FITNESS) or [trial.value]
+        base = self.baseline(int(trial.user_attrs[ATTR_STAGE]))
+        base_seeds = None if base is None else base.user_attrs.get(ATTR_SEED_FITNESS) or [base.value]
+        return paired_fitness(seeds, base_seeds if base_seeds is not None and len(base_seeds) == len(seeds) else None,
+                              confidence)
+
+    def ranked(self, stage: int, confidence: float = 0.9) -> list[FrozenTrial]:
+        """Finished candidate holders of ``stage`` that have a fitness, best first: complete trials by the lower
+        bound of their (paired) fitness interval, or by its mean with one seed; then pruned ones by their last
+        reported value; ties by slot. Failed candidates and the baseline are not ranked."""
+        def key(trial: FrozenTrial) -> tuple[int, int, float, float, int]:
+            if trial.state == TrialState.COMPLETE:
+                return (0, *rank_key(self.paired(trial, confidence)), int(trial.user_attrs[ATTR_SLOT]))
+            last = trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+            return 1, 0, -float(last) if last is not None else float("inf"), 0.0, int(trial.user_attrs[ATTR_SLOT])
+
+        return sorted((t for t in self.stage_trials(stage) if t.state in _FINISHED_OK and not is_baseline(t)),
+                      key=key)
 
 
 # --- the sampler ------------------------------------------------------------------------------------------
@@ -169,7 +200,7 @@ def worker_id() -> str:
 def candidate_of(trial: optuna.trial.BaseTrial) -> AuxLossSpec | None:
     """The candidate assigned to ``trial`` by :class:`EvolutionSampler`, or ``None`` for an idle trial."""
     text = trial.user_attrs.get(ATTR_SPEC)
-    return AuxLossSpec.parse(text) if text else None
+    return AuxLossSpec.parse(text) if text and not trial.user_attrs.get(ATTR_BASELINE) else None
 
 
 def fail_stale(study: Study) -> None:
@@ -226,7 +257,7 @@ class EvolutionSampler(BaseSampler):
         """The candidates of ``stage``; stage ``s > 0`` needs stage ``s - 1`` done in ``ledger``."""
         survivors: Sequence[AuxLossSpec] = ()
         if stage > 0:
-            ranked = ledger.ranked(stage - 1)[: self.settings.survivors]
+            ranked = ledger.ranked(stage - 1, self.settings.confidence)[: self.settings.survivors_of(stage - 1)]
             survivors = [AuxLossSpec.parse(t.user_attrs[ATTR_SPEC]) for t in ranked]
         key = tuple(str(s) for s in survivors)
         with self._lock:
@@ -254,7 +285,7 @@ class EvolutionSampler(BaseSampler):
         claim: tuple[int, int] | None = None
         while True:
             fail_stale(study)
-            ledger = Ledger(study.get_trials(deepcopy=False), settings.population, settings.stages)
+            ledger = Ledger(study.get_trials(deepcopy=False), settings.slots, settings.stages)
             if claim is not None:
                 holder = ledger.holder(*claim)
                 if holder is None or holder.number != trial.number:
@@ -273,8 +304,12 @@ class EvolutionSampler(BaseSampler):
                 time.sleep(settings.claim_settle_seconds)
                 continue
             stage, slot = claim
+            if settings.baseline and slot == 0:  # plain SAC on the stage's seeds: no parents needed
+                self._write(study, trial, {ATTR_SPEC: BASELINE_SPEC, ATTR_BASELINE: True, ATTR_ORIGIN: "baseline",
+                                           ATTR_PARENTS: [], ATTR_ASSIGNED_AT: time.time()})
+                return
             if stage == 0 or ledger.stage_done(stage - 1):
-                candidate = self.population(stage, ledger)[slot]
+                candidate = self.population(stage, ledger)[slot - int(settings.baseline)]
                 self._write(study, trial, {ATTR_SPEC: str(candidate.spec), ATTR_ORIGIN: candidate.origin,
                                            ATTR_PARENTS: list(candidate.parents), ATTR_ASSIGNED_AT: time.time()})
                 return

@@ -99,6 +99,24 @@ class SearchSettings:
     """Pause after a worker claims a slot, before it trusts the claim (concurrent claims: the older trial wins)."""
     keep_logs: bool = False
     """Keep each candidate run's TensorBoard logs under ``<run_dir>/candidates/``."""
+    stage_populations: tuple[int, ...] | None = None
+    """Candidates per stage, one per stage (successive halving: e.g. [24, 6, 2]); null: ``population`` each."""
+    stage_budgets: tuple[int, ...] | None = None
+    """Env steps per run, one per stage, non-decreasing (e.g. [50000, 50000, 100000]); null: ``budget_env_steps``."""
+    stage_seeds: tuple[int, ...] | None = None
+    """Seeds per candidate, one per stage, non-decreasing (e.g. [1, 3, 5]); null: ``seeds_per_candidate``."""
+    promote: bool = False
+    """Each stage after the first retrains the previous stage's survivors at its own budget and seeds first; mutated
+    children fill the rest (successive halving when a stage's population is its predecessor's survivor count)."""
+    fresh_seeds: bool = False
+    """Each stage trains on seeds no earlier stage used (stage s starts after the seeds of stages < s): a survivor's
+    lead is tested again on independent seeds; false: every stage uses ``seed_everything + k``."""
+    baseline: bool = False
+    """Each stage also trains plain SAC (no auxiliary loss) on the same seeds; the fitness that ranks candidates is
+    then the paired improvement over it, seed by seed (common random numbers)."""
+    confidence: float = 0.9
+    """Level of the fitness intervals (Student t over seeds); with 2+ seeds, candidates rank by the interval's lower
+    bound, not by the mean."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "operators", tuple(self.operators) if not isinstance(self.operators, str)
@@ -108,6 +126,10 @@ class SearchSettings:
         object.__setattr__(self, "seed_presets", tuple(self.seed_presets) if not isinstance(self.seed_presets, str)
                            else (self.seed_presets,))
         object.__setattr__(self, "mutation_weights", dict(self.mutation_weights))
+        for name in ("stage_populations", "stage_budgets", "stage_seeds"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
         self._check()
 
     def _check(self) -> None:
@@ -150,6 +172,33 @@ class SearchSettings:
               f"search.grace_period={self.grace_period} must be > heartbeat_interval={self.heartbeat_interval}")
         check_number("search.poll_seconds", self.poll_seconds, 0, strict=True)
         check_number("search.claim_settle_seconds", self.claim_settle_seconds, 0)
+        self._check_stages()
+
+    def _check_stages(self) -> None:
+        for name, low in (("stage_populations", 1), ("stage_budgets", 1), ("stage_seeds", 1)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            check(isinstance(value, tuple) and len(value) == self.stages,
+                  f"search.{name}={_plain(value)} must be a list of {self.stages} integers (one per stage), or null")
+            for index, item in enumerate(value):
+                check_integer(f"search.{name}[{index}]", item, low)
+        if self.stage_populations is not None:
+            check_integer("search.stage_populations[0]", self.populations[0], 2)
+        for name in ("stage_budgets", "stage_seeds"):
+            value = getattr(self, name)
+            check(value is None or list(value) == sorted(value),
+                  f"search.{name}={_plain(value)} must not decrease from stage to stage")
+        for name in ("promote", "fresh_seeds", "baseline"):
+            check(isinstance(getattr(self, name), bool), f"search.{name}={getattr(self, name)!r} must be true or false")
+        check_number("search.confidence", self.confidence, 0, strict=True, high=1)
+        check(self.confidence < 1, f"search.confidence={self.confidence} must be in (0, 1)")
+        if self.promote:
+            for stage in range(1, self.stages):
+                check(self.populations[stage] >= self.survivors_of(stage - 1),
+                      f"search.stage_populations[{stage}]={self.populations[stage]} must be >= the "
+                      f"{self.survivors_of(stage - 1)} survivors of stage {stage - 1} it promotes (survivor_fraction="
+                      f"{self.survivor_fraction})")
 
     # ------------------------------------------------------------------------------------------------
     @cached_property
@@ -161,6 +210,35 @@ class SearchSettings:
     def survivors(self) -> int:
         """Parents kept per stage: ``ceil(survivor_fraction · population)``, at least 1."""
         return max(1, math.ceil(self.survivor_fraction * self.population - 1e-9))
+
+    @property
+    def populations(self) -> tuple[int, ...]:
+        """Candidates of each stage."""
+        return self.stage_populations or (self.population,) * self.stages
+
+    @property
+    def budgets(self) -> tuple[int, ...]:
+        """Env steps of each run, per stage."""
+        return self.stage_budgets or (self.budget_env_steps,) * self.stages
+
+    @property
+    def seed_counts(self) -> tuple[int, ...]:
+        """Seeds per candidate, per stage."""
+        return self.stage_seeds or (self.seeds_per_candidate,) * self.stages
+
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """Trials of each stage: its candidates, plus the SAC baseline (slot 0) with ``baseline``."""
+        return tuple(p + int(self.baseline) for p in self.populations)
+
+    def survivors_of(self, stage: int) -> int:
+        """Parents kept from ``stage``: ``ceil(survivor_fraction · its population)``, at least 1."""
+        return max(1, math.ceil(self.survivor_fraction * self.populations[stage] - 1e-9))
+
+    def seeds_of(self, stage: int, first: int) -> list[int]:
+        """The seeds every run of ``stage`` trains on (``first``: ``seed_everything``)."""
+        start = first + (sum(self.seed_counts[:stage]) if self.fresh_seeds else 0)
+        return [start + k for k in range(self.seed_counts[stage])]
 
     @property
     def storage_url(self) -> str:
@@ -195,6 +273,10 @@ class SearchSettings:
         for key in values:
             check(key in known, f"search.{key}: unknown setting; allowed: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def load_search_config(path: str | Path) -> tuple[dict[str, Any], SearchSettings]:

@@ -260,6 +260,8 @@ class PopulationSettings(Protocol):
     def space(self) -> SearchSpace: ...
 
     population: int
+    populations: tuple[int, ...]
+    promote: bool
     sampler_seed: int
     max_rejections: int
     seed_presets: Sequence[str]
@@ -271,10 +273,11 @@ class PopulationSettings(Protocol):
 
 def stage_population(stage: int, settings: PopulationSettings, survivors: Sequence[AuxLossSpec],
                      history: Iterable[AuxLossSpec], on_reject: RejectHook | None = None) -> list[Candidate]:
-    """The ``settings.population`` candidates of ``stage``, the same in every worker.
+    """The ``settings.populations[stage]`` candidates of ``stage``, the same in every worker.
 
-    Stage 0: the seed presets, then random candidates. Stage ``s > 0``: child ``i`` comes from survivor
-    ``i mod k`` (round robin: every survivor gets as many children) by one mutation, or with
+    Stage 0: the seed presets, then random candidates. Stage ``s > 0`` with ``promote``: the survivors themselves
+    first (origin ``promoted``, retrained at this stage's budget and seeds), then children. Child ``i`` comes from
+    survivor ``i mod k`` (round robin: every survivor gets as many children) by one mutation, or with
     ``crossover_probability`` by crossover with another survivor. Every child goes through loss rejection
     (:meth:`SearchSpace.admit`) and duplicate rejection (never a candidate of an earlier stage, parents included,
     nor one already in this stage); a rejected child is redrawn. The random generator is seeded by
@@ -290,18 +293,21 @@ def stage_population(stage: int, settings: PopulationSettings, survivors: Sequen
     space = settings.space
     rng = np.random.default_rng([settings.sampler_seed, stage])
     out = _Stage(stage, space, history, settings.max_rejections, on_reject)
+    size = settings.populations[stage]
     if stage == 0:
         presets = AuxLossSpec.presets()
-        for name in settings.seed_presets[: settings.population]:
+        for name in settings.seed_presets[:size]:
             out.offer(Genome.of(presets[name]), f"preset:{name}")
-        while len(out.members) < settings.population:
+        while len(out.members) < size:
             out.offer(space.random_genome(rng, settings.init_density), "random")
         return out.members
     if not survivors:
         raise RuntimeError(f"stage {stage}: no survivor of stage {stage - 1} to breed from")
     genomes = [Genome.of(spec) for spec in survivors]
-    while len(out.members) < settings.population:
-        index = len(out.members) % len(genomes)
+    promoted = [Candidate(spec, "promoted", (str(spec),)) for spec in survivors][:size] if settings.promote else []
+    out.members.extend(promoted)  # not offered: they are in the history on purpose
+    while len(out.members) < size:
+        index = (len(out.members) - len(promoted)) % len(genomes)
         parent = genomes[index]
         if len(genomes) > 1 and rng.random() < settings.crossover_probability:
             other = int(rng.choice([i for i in range(len(genomes)) if i != index]))
