@@ -16,10 +16,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_warn
 
-from a2ls_lightning.lightning_private import allow_unused_parameters, count_logging_step
+from a2ls_lightning.lightning_private import count_logging_step
 from a2ls_lightning.modules.aux_registry import build_aux_losses, resolve_aux_losses
 from a2ls_lightning.modules.graphed import GraphedUpdate
 from a2ls_lightning.modules.guard import NonFiniteGuard
@@ -27,14 +25,7 @@ from a2ls_lightning.modules.lean_step import wrappers_idle
 from a2ls_lightning.modules.learner import SACLearner
 from a2ls_lightning.modules.optim import make_optimizer
 from a2ls_lightning.modules.resets import reset_due, reset_learner, reset_seed
-from a2ls_lightning.modules.run_checks import (
-    check_strategy,
-    check_trainer,
-    compare_with_checkpoint,
-    install_crash_safe_checkpoints,
-    last_checkpoint,
-    preflight,
-)
+from a2ls_lightning.modules.run_checks import RunSetup, check_trainer, compare_with_checkpoint, last_checkpoint
 from a2ls_lightning.modules.settings import (
     NetworkSettings,
     OptimizerSettings,
@@ -158,23 +149,16 @@ class SACModule(pl.LightningModule):
         """Names of the auxiliary losses (known before any update: weighting callbacks check their settings)."""
         return list(self.aux_specs)
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # The run's work at its start (pre-flight, crash-safe writer, DDP setting) is a callback's, not the module's;
+        # returned here so that a plain Trainer in a notebook gets it as `a2ls fit` does.
+        return [RunSetup()]
+
     def setup(self, stage: str) -> None:
-        check_trainer(self.trainer)
-        preflight(self.trainer)  # before the first env step: every folder this run writes to is writable
-        install_crash_safe_checkpoints(self.trainer)
         trainer = self.trainer
         self.guard.last_checkpoint = lambda: last_checkpoint(trainer)  # looked up only for a failure's message
-        dm = self.trainer.datamodule
+        dm = trainer.datamodule
         self.build(dm.observation_shape, dm.action_dim)
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            # The actor and the temperature get gradients only every `actor_update_freq` updates; DDP must be told
-            # that some parameters may go unused in an iteration (their grads then stay None and Adam skips them).
-            allow_unused_parameters(strategy)
-        check_strategy(self.trainer, self.runtime.cudagraphs)
-        if self.runtime.cudagraphs and strategy.root_device.type != "cuda":
-            rank_zero_warn("model.runtime.cudagraphs=true without a CUDA device: the update runs as one uncaptured "
-                           "function (what CUDA would capture)", category=UserWarning)
         if self.aux_weighting is None:
             self.aux_weighting = UnitWeights()
 

@@ -7,7 +7,10 @@
 - :func:`install_crash_safe_checkpoints`: Lightning's checkpoint writer replaced by the crash-safe one;
 - :func:`compare_with_checkpoint`: resuming with model or data settings that differ from the checkpoint's is
   refused (Lightning would silently keep the checkpoint's weights with the new settings' meaning);
-- :func:`last_checkpoint`: what a failure message names as the state to resume from.
+- :func:`last_checkpoint`: what a failure message names as the state to resume from;
+- :class:`RunSetup`: the callback that does the run's share of these (pre-flight, the crash-safe writer, DDP's
+  unused-parameter setting) at the start of a fit; :class:`~a2ls_lightning.modules.agent.SACModule` brings it along
+  (``configure_callbacks``), so the module itself does no run work and a plain ``Trainer`` still gets it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 from a2ls_lightning.files import AtomicCheckpointIO, ensure_writable
+from a2ls_lightning.lightning_private import allow_unused_parameters
 from a2ls_lightning.modules.settings import flatten_model_settings, group_of
 
 #: Settings that may change when a run resumes (they change neither the networks nor the data collected).
@@ -143,3 +150,26 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, (int, float)):
         return float(value)
     return str(value)
+
+
+class RunSetup(Callback):
+    """What a run needs before its first update, done in ``setup`` (before DDP wraps the model and before the first
+    env step): the trainer's settings checked, every folder proved writable, the crash-safe checkpoint writer
+    installed, DDP told that the actor and temperature may get no gradient in an update, and strategy-dependent
+    model settings (``runtime.cudagraphs``) checked. :class:`SACModule` returns it from ``configure_callbacks``.
+    """
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        check_trainer(trainer)
+        preflight(trainer)  # before the first env step: every folder this run writes to is writable
+        install_crash_safe_checkpoints(trainer)
+        if isinstance(trainer.strategy, DDPStrategy):
+            # The actor and the temperature get gradients only every `actor_update_freq` updates; DDP must be told
+            # that some parameters may go unused in an iteration (their grads then stay None and Adam skips them).
+            allow_unused_parameters(trainer.strategy)
+        runtime = getattr(pl_module, "runtime", None)
+        cudagraphs = bool(getattr(runtime, "cudagraphs", False))
+        check_strategy(trainer, cudagraphs)
+        if cudagraphs and trainer.strategy.root_device.type != "cuda":
+            rank_zero_warn("model.runtime.cudagraphs=true without a CUDA device: the update runs as one uncaptured "
+                           "function (what CUDA would capture)", category=UserWarning)
