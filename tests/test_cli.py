@@ -21,7 +21,9 @@ TINY = [
 
 
 def a2ls(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(TESTS), OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    # The checkout under test first (not an installed copy elsewhere), and the tests folder for their helpers.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
+               MUJOCO_GL="egl")
     return subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
 

@@ -81,16 +81,16 @@ def test_many_seeds_skip_finished_ones_and_resume_interrupted_ones(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "| 1 | done |" in out.stdout and "| 2 | done |" in out.stdout and "mean ± std (2 seeds)" in out.stdout
     # Seed 2 as if interrupted after its checkpoint at update 100: no result; the rerun resumes it, skips seed 1.
-    (tmp_path / "multi" / "seed_2" / "result.json").unlink()
+    (tmp_path / "multi_seeds" / "seed_2" / "result.json").unlink()
     out = a2ls(*args, "--trainer.max_steps=150", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "| 1 | recorded |" in out.stdout and "| 2 | done |" in out.stdout
     assert "seed 2: resuming from" in out.stdout
-    last = tmp_path / "multi" / "seed_2" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = tmp_path / "multi_seeds" / "seed_2" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 150
-    plot = a2ls("plot", "multi", "--out", "seeds.png", cwd=tmp_path)  # a folder is a group: no --group
+    plot = a2ls("plot", "multi_seeds", "--out", "seeds.png", cwd=tmp_path)  # a folder is a group: no --group
     assert plot.returncode == 0, plot.stderr[-2000:]
-    assert "| multi | 2 |" in plot.stdout
+    assert "| multi_seeds (*) | 2 |" in plot.stdout  # seed 1 at 100 updates, seed 2 at 150: said
 
 
 def test_plot_skips_a_run_without_evaluations_in_one_line(trained, tmp_path):

@@ -6,10 +6,12 @@
 Each ``--group LABEL=GLOB`` is a glob of run folders (one folder per run, e.g. one per seed; its event files are
 found recursively). Each positional ``FOLDER`` is a group labelled by its name whose runs are its sub-folders that
 hold event files (e.g. the ``seed_<n>`` folders of ``a2ls fit --seeds``), or the folder itself when none does.
-A run without the ``--tag`` scalars (a run that never evaluated) is skipped with one line. Writes the mean ± std
-curves to ``--out`` and the table of final value and AULC to ``<out stem>.md``, and prints the table. Bad input
-raises a one-line ``ValueError`` naming the option (the ``a2ls`` command prints it as ``a2ls: error: ...`` and
-exits 2).
+A run without the ``--tag`` scalars (a run that never evaluated) is skipped with one line. Curves are aligned on
+their env steps: a group whose runs were evaluated at different env steps (another budget or schedule, a run still
+training) is said so in one line naming its runs, each run is drawn on its own x with the band only where all
+share x, and the table marks the group. Writes the curves to ``--out`` and the table of final value and AULC to
+``<out stem>.md``, and prints the table. Bad input raises a one-line ``ValueError`` naming the option (the ``a2ls``
+command prints it as ``a2ls: error: ...`` and exits 2).
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def main(argv: list[str]) -> None:
         from a2ls_lightning.stats import _rliable
 
         _rliable()  # before any work: one line saying what to install
-    from a2ls_lightning.plotting import eval_curve, load_run, markdown_table, plot_groups
+    from a2ls_lightning.plotting import eval_curve, load_run, markdown_table, plot_groups, same_schedule
 
     groups: dict[str, list[Curve]] = {}
     members: dict[str, list[Path]] = {}
@@ -160,6 +162,10 @@ def main(argv: list[str]) -> None:
             kept.append(run)
         if not curves:
             raise ValueError(f"group {spec}: none of its {len(runs)} run(s) has {args.tag!r} scalars (see --tag)")
+        if not same_schedule(curves):  # said before the table: its final and AULC then mix budgets
+            shown = ", ".join(f"{run} ({len(x)} evaluations, last at {x[-1]:.0f})" for run, (x, _) in zip(kept, curves))
+            print(f"a2ls plot: group {label}: its runs were evaluated at different env steps (another budget or "
+                  f"schedule): {shown}; each is drawn on its own x, the mean ± std only where all share x")
         groups[label] = curves
         members[label] = kept
     if args.baseline is not None and args.baseline not in groups:
@@ -213,6 +219,9 @@ def _aggregate_section(args: argparse.Namespace, members: dict[str, list[Path]],
     notes = [f"score: {'last evaluation' if args.score == 'final' else 'mean of the evaluations (AULC)'} of "
              f"{args.tag}, divided per task by {', '.join(f'{t} {v:g}' for t, v in result['reference'].items())}",
              f"tasks: {', '.join(result['tasks'])}; stratified bootstrap, {args.reps} replications, seed {args.seed}"]
+    for task, ends in result["mixed_budgets"].items():
+        notes.append(f"{task}: runs end at different env steps ({', '.join(f'{e:.0f}' for e in ends)}): their scores "
+                     "mix budgets")
     if result["dropped_tasks"]:
         notes.append(f"left out (not in every group): {', '.join(result['dropped_tasks'])}")
     dropped = {k: v for k, v in result["dropped_runs"].items() if v}

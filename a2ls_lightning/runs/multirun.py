@@ -3,7 +3,8 @@ each into ``<root>/seed_<n>/``, resumable, and a final table of final return and
 
 A seed whose ``result.json`` exists is done and skipped; a seed with a checkpoint but no result (interrupted,
 preempted, killed) resumes from its newest ``last.ckpt``; the others start. A seed's output goes to
-``<root>/seed_<n>/fit.log``. ``a2ls plot <root>`` then draws the seeds' mean ± std.
+``<root>/seed_<n>/fit.log``. ``a2ls plot <root>`` then draws the seeds' mean ± std. ``a2ls fit --seeds`` puts
+``<root>`` beside a single run's folder, never inside it (see :mod:`a2ls_lightning.cli.multi`).
 
 Stopping the runner (SIGTERM, SIGINT, SIGUSR1, SIGHUP) stops its training processes, each saved at its update in
 flight, starts no other seed, and then stops the runner by the same signal; a seed folder is trained by one process
@@ -52,6 +53,7 @@ class SeedResult:
     minutes: float | None = None
     exit_code: int = 0
     message: str = ""
+    env_steps: float | None = None  # of its last evaluation: the budget its final value is taken at
 
 
 def seed_folder(root: str | Path, seed: int) -> Path:
@@ -180,8 +182,8 @@ def _train(fit_args: list[str], seed: int, folder: Path, lock: FolderLock, threa
         if echo:
             print(f"a2ls: seed {seed}: {status} (exit {code}): {message}", flush=True)
         return SeedResult(seed, str(folder), status, minutes=minutes, exit_code=code, message=message)
-    final, aulc = _final_and_aulc(folder)
-    result = SeedResult(seed, str(folder), "done", final, aulc, minutes)
+    final, aulc, env_steps = _final_and_aulc(folder)
+    result = SeedResult(seed, str(folder), "done", final, aulc, minutes, env_steps=env_steps)
     atomic_write_text(folder / RESULT, json.dumps(asdict(result), indent=1) + "\n")
     if echo:
         shown = f"final eval/return {final:.1f}, AULC {aulc:.1f}" if final is not None else "no evaluation logged"
@@ -189,14 +191,14 @@ def _train(fit_args: list[str], seed: int, folder: Path, lock: FolderLock, threa
     return result
 
 
-def _final_and_aulc(folder: Path) -> tuple[float | None, float | None]:
+def _final_and_aulc(folder: Path) -> tuple[float | None, float | None, float | None]:
     if not event_files(folder):
-        return None, None
+        return None, None, None
     scalars = read_scalars(folder, tags=("eval/return", "eval/env_steps"))
     if "eval/return" not in scalars:
-        return None, None
-    _, y = eval_curve(scalars)
-    return float(y[-1]), float(np.mean(y))
+        return None, None, None
+    x, y = eval_curve(scalars)
+    return float(y[-1]), float(np.mean(y)), float(x[-1])
 
 
 def _last_error(log: Path) -> str:
@@ -206,15 +208,21 @@ def _last_error(log: Path) -> str:
 
 
 def results_table(results: list[SeedResult]) -> str:
-    """Markdown table of the seeds and a mean ± std row over the seeds with a final return."""
-    rows = ["| seed | status | final eval/return | AULC | minutes |", "|---|---|---|---|---|"]
+    """Markdown table of the seeds (with the env steps of each one's last evaluation) and a mean ± std row over the
+    seeds with a final return; that row says so when their budgets differ (e.g. a seed recorded by an earlier call
+    with another ``max_steps``)."""
+    rows = ["| seed | status | final eval/return | AULC | env steps | minutes |", "|---|---|---|---|---|---|"]
     for r in results:
-        rows.append(f"| {r.seed} | {r.status} | {_num(r.final)} | {_num(r.aulc)} | {_num(r.minutes)} |")
-    finals = [r.final for r in results if r.final is not None]
-    aulcs = [r.aulc for r in results if r.aulc is not None]
-    if finals:
-        rows.append(f"| mean ± std ({len(finals)} seeds) | | {np.mean(finals):.1f} ± {np.std(finals):.1f} | "
-                    f"{np.mean(aulcs):.1f} ± {np.std(aulcs):.1f} | |")
+        steps = "–" if r.env_steps is None else f"{r.env_steps:.0f}"
+        rows.append(f"| {r.seed} | {r.status} | {_num(r.final)} | {_num(r.aulc)} | {steps} | {_num(r.minutes)} |")
+    done = [r for r in results if r.final is not None]
+    if done:
+        finals, aulcs = [r.final for r in done], [r.aulc for r in done]
+        ends = sorted({r.env_steps for r in done if r.env_steps is not None})
+        label = f"mean ± std ({len(done)} seeds" + ("; budgets differ" if len(ends) > 1 else "") + ")"
+        steps = "–" if not ends else f"{ends[0]:.0f}" + (f"–{ends[-1]:.0f}" if len(ends) > 1 else "")
+        rows.append(f"| {label} | | {np.mean(finals):.1f} ± {np.std(finals):.1f} | "
+                    f"{np.mean(aulcs):.1f} ± {np.std(aulcs):.1f} | {steps} | |")
     return "\n".join(rows)
 
 
