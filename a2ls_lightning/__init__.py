@@ -14,14 +14,17 @@ if TYPE_CHECKING:
     from a2ls_lightning.data.datamodule import ReplayDataModule
     from a2ls_lightning.modules.agent import SACModule
     from a2ls_lightning.modules.aux_spec import AuxLossSpec
+    from a2ls_lightning.runs.policy import Policy, load_policy
 
-__all__ = ["AuxLossSpec", "ReplayDataModule", "SACModule"]
+__all__ = ["AuxLossSpec", "Policy", "ReplayDataModule", "SACModule", "load_policy"]
 __version__ = "0.1.0"
 
 _LAZY = {
     "ReplayDataModule": "a2ls_lightning.data.datamodule",
     "SACModule": "a2ls_lightning.modules.agent",
     "AuxLossSpec": "a2ls_lightning.modules.aux_spec",
+    "Policy": "a2ls_lightning.runs.policy",  # a trained checkpoint's policy: load_policy(path).act(obs)
+    "load_policy": "a2ls_lightning.runs.policy",
 }
 
 quiet.install()

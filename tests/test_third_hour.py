@@ -128,7 +128,8 @@ def test_the_aggregate_says_when_a_tasks_runs_mix_budgets(tmp_path):
     from a2ls_lightning.plotting import aggregate_runs
 
     pytest.importorskip("rliable")
-    for name, (steps, values) in {"a": ([100, 200], [1.0, 2.0]), "b": ([100], [3.0]), "c": ([100, 200], [4, 5])}.items():
+    runs = {"a": ([100, 200], [1.0, 2.0]), "b": ([100], [3.0]), "c": ([100, 200], [4, 5])}
+    for name, (steps, values) in runs.items():
         record = {"task": "cheetah-run", "scalars": {"eval/return": [[s, v] for s, v in zip(steps, values)],
                                                      "eval/env_steps": [[s, 4 * s] for s in steps]}}
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
