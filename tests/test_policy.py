@@ -99,7 +99,8 @@ def test_export_writes_a_program_that_runs_with_torch_alone(state_ckpt, tmp_path
     # an existing file is kept unless --force
     before = out.read_bytes()
     code, _, err = run_main(["export", f"--ckpt_path={state_ckpt}", f"--out={out}"], capsys)
-    assert code == 2 and err.strip() == f"a2ls: error: --out {out}: exists; give --force to overwrite it, or another --out"
+    assert code == 2
+    assert err.strip() == f"a2ls: error: --out {out}: exists; give --force to overwrite it, or another --out"
     assert out.read_bytes() == before
     code, _, err = run_main(["export", f"--ckpt_path={state_ckpt}", f"--out={out}", "--force"], capsys)
     assert code == 0, err

@@ -17,7 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="a2ls export", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write a checkpoint's deterministic policy with torch.export: torch.export.load(FILE).module() "
-                    "runs it without this package, observations [N, *obs_shape] -> actions [N, A] in [-1, 1] (state: float32; "
+                    "runs it without this package, observations [N, *obs_shape] -> actions [N, A] in [-1, 1] "
+                    "(state: float32; "
                     "pixels: uint8 [N, 3 * frame_stack, H, W]). The file's extra a2ls.json records the shapes, the "
                     "task and its settings.",
         epilog="example:\n  a2ls export --ckpt_path runs/quickstart/lightning_logs/version_0/checkpoints/last.ckpt "
@@ -50,4 +51,5 @@ def main(argv: list[str]) -> None:
     metadata = export_policy(args.ckpt_path, out)
     shape = ", ".join(map(str, metadata["obs_shape"]))
     print(f"wrote {out}: {metadata['task']} policy at update {metadata['update']}, observations (N, {shape}) "
-          f"{metadata['obs_dtype']} -> actions (N, {metadata['action_dim']}) in [-1, 1]; run it: torch.export.load(FILE).module()(obs)")
+          f"{metadata['obs_dtype']} -> actions (N, {metadata['action_dim']}) in [-1, 1]; run it: "
+          "torch.export.load(FILE).module()(obs)")
