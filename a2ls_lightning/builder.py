@@ -28,7 +28,7 @@ from a2ls_lightning.data.snapshots import verify_checkpoint_files
 from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.modules.agent import SACModule, init_defaults
 from a2ls_lightning.modules.run_checks import check_strategy, compare_with_checkpoint
-from a2ls_lightning.validation import RunComplete, one_line
+from a2ls_lightning.validation import RunComplete, one_line, unknown_option_hint
 
 __all__ = ["A2LSCLI", "QUICKSTART", "default_threads", "instantiate", "read_checkpoint"]
 
@@ -75,6 +75,17 @@ class A2LSCLI(LightningCLI):
     """LightningCLI with one seed for everything (``seed_everything`` feeds ``data.seed``), a ``--threads``
     setting, and checks before any work: a resume must match the checkpoint's settings, and
     ``--trainer.enable_checkpointing false`` drops the config's ``ModelCheckpoint``."""
+
+    def init_parser(self, **kwargs: Any) -> Any:
+        # No prefix matching: `--trainer.max_step 2000` must be an error, not `--trainer.max_steps 2000`.
+        kwargs.setdefault("allow_abbrev", False)
+        return super().init_parser(**kwargs)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:  # an unknown option: name the closest known one
+            raise ArgumentError(None, str(err) + unknown_option_hint(str(err), parser)) from None
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -126,6 +137,10 @@ class A2LSCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._config_section()
+        if self.config.get("subcommand") and config.get("ckpt_path") and config.get("weights_only") is None:
+            # Our checkpoints hold the loops', callbacks' and optimizer's state; the file was checked before this
+            # (read_checkpoint, verify_checkpoint_files). Said explicitly, as Lightning asks.
+            config["weights_only"] = False
         threads = config.get("threads")
         if threads is not None and threads < 1:
             raise ValueError(f"threads={threads} must be >= 1 or null")
@@ -151,6 +166,12 @@ class A2LSCLI(LightningCLI):
     def before_fit(self) -> None:
         # In this process, before DDP starts the others: a refusal there would come once per rank.
         check_strategy(self.trainer, bool(getattr(self.model.hparams, "cudagraphs", False)))
+        if getattr(self, "_resume_logger_version", None) is not None:
+            # A resume writes into the checkpoint's own folder on purpose: ModelCheckpoint's warning that it "exists
+            # and is not empty" is expected there (this process trains one run; a fresh run still gets it).
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        if self.trainer.is_global_zero:  # first, as CleanRL does: where to look while it trains
+            print(f"a2ls: run folder {run_folder(self.trainer)}", file=sys.stderr, flush=True)
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:

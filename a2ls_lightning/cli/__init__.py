@@ -79,6 +79,10 @@ def _fit_and_other_verbs(args: list[str] | None) -> None:
 
         multi_main(argv[1:])
         return
+    runner_only = [a.partition("=")[0] for a in argv if a.partition("=")[0] in ("--jobs", "--seeds_root")]
+    if argv[:1] == ["fit"] and runner_only:
+        raise ValueError(f"{runner_only[0]}: only with --seeds (e.g. a2ls fit --seeds 1,2,3 {runner_only[0]} ...)")
+    from a2ls_lightning.cli.multi import SEEDS_HELP
     from a2ls_lightning.builder import A2LSCLI, QUICKSTART
     from a2ls_lightning.data.datamodule import ReplayDataModule
     from a2ls_lightning.modules.agent import SACModule
@@ -88,7 +92,8 @@ def _fit_and_other_verbs(args: list[str] | None) -> None:
         ReplayDataModule,
         seed_everything_default=1,
         # exit_on_error=False: jsonargparse raises instead of printing its usage; `describe` makes it one line.
-        parser_kwargs={"exit_on_error": False, "fit": {"default_config_files": [str(QUICKSTART)]}},
+        parser_kwargs={"exit_on_error": False,
+                       "fit": {"default_config_files": [str(QUICKSTART)], "epilog": SEEDS_HELP}},
         save_config_kwargs={"overwrite": True},
         args=args,  # None: LightningCLI reads sys.argv itself
     )

@@ -22,6 +22,15 @@ DEFAULT_ROOT = "runs/quickstart"
 _OWN = ("--seeds", "--jobs", "--seeds_root", "--threads")
 
 
+#: Shown under ``a2ls fit --help``: these options are the runner's, not LightningCLI's.
+SEEDS_HELP = (
+    "Many seeds at once: --seeds SEEDS (e.g. 1,2,3 or 1-5) trains the same run once per seed, one process each, "
+    "into <seeds_root>/seed_<n>/, resumably, and prints a table and the a2ls plot command of those seeds; "
+    "--jobs N processes at a time (default: 2); --seeds_root DIR the seeds' folder (default: "
+    "<trainer.default_root_dir>_seeds, beside a single run's folder, never inside it); --threads N torch CPU threads "
+    "per process (default: 1 with --seeds). Example: a2ls fit --seeds 1,2,3 --jobs 2 --trainer.max_steps 2000")
+
+
 def split_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """``({"--seeds": "1,2", ...}, the remaining fit arguments)``."""
     own: dict[str, str] = {}

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -90,7 +92,8 @@ def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int
         root: the folder of the seeds' folders.
         jobs: processes at a time.
         threads: torch CPU threads per process.
-        echo: print a line when a seed starts and ends.
+        echo: print a line when a seed starts and ends, and every :data:`PROGRESS_EVERY` seconds one line with each
+            training seed's progress (from the plain progress lines of its ``fit.log``).
 
     Returns:
         One :class:`SeedResult` per seed, in the order of ``seeds``.
@@ -100,12 +103,65 @@ def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int
     check(jobs >= 1, f"jobs={jobs} must be >= 1")
     check(threads >= 1, f"threads={threads} must be >= 1")
     Path(root).mkdir(parents=True, exist_ok=True)
-    with forwarding_signals(), ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(lambda s: _run_one(fit_args, s, Path(root), threads, echo), seeds))
+    if echo and not any(a.startswith("--trainer.enable_progress_bar") for a in fit_args):
+        # Each seed's progress lines go to its fit.log (plain lines, never a bar in a file): the runner reads them.
+        fit_args = [*fit_args, "--trainer.enable_progress_bar=true"]
+    training: dict[int, Path] = {}  # seed -> folder, while it trains
+    stop = threading.Event()
+    monitor = threading.Thread(target=_show_progress, args=(training, stop), daemon=True) if echo else None
+    if monitor is not None:
+        monitor.start()
+    try:
+        with forwarding_signals(), ThreadPoolExecutor(jobs) as pool:
+            return list(pool.map(lambda s: _run_one(fit_args, s, Path(root), threads, echo, training), seeds))
+    finally:
+        stop.set()
+        if monitor is not None:
+            monitor.join()
 
 
-def _run_one(fit_args: list[str], seed: int, root: Path, threads: int, echo: bool) -> SeedResult:
-    return run_seed(fit_args, seed, seed_folder(root, seed), threads=threads, echo=echo)
+def _run_one(fit_args: list[str], seed: int, root: Path, threads: int, echo: bool,
+             training: dict[int, Path]) -> SeedResult:
+    training[seed] = seed_folder(root, seed)
+    try:
+        return run_seed(fit_args, seed, seed_folder(root, seed), threads=threads, echo=echo)
+    finally:
+        training.pop(seed, None)
+
+
+#: Seconds between two progress lines of ``a2ls fit --seeds`` (each seed's latest progress, on one line).
+PROGRESS_EVERY = 30.0
+_PROGRESS = re.compile(r"updates (\d+)/(\d+) \((\d+)%\)(?:.*?eval/return=([-\d.]+))?")
+
+
+def progress_line(training: dict[int, Path]) -> str | None:
+    """``a2ls: seed 1 40% (800/2000 updates, eval/return 12.3) | seed 2 35% (...)``: each training seed's latest
+    progress line in its ``fit.log``; ``None`` when no seed has one yet."""
+    parts = []
+    for seed, folder in sorted(dict(training).items()):
+        found = None
+        try:
+            with open(folder / "fit.log", "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+                for line in log.read().decode(errors="replace").splitlines():
+                    found = _PROGRESS.search(line) or found
+        except OSError:
+            pass
+        if found is not None:
+            shown = f", eval/return {found[4]}" if found[4] else ""
+            parts.append(f"seed {seed} {found[3]}% ({found[1]}/{found[2]} updates{shown})")
+        else:
+            parts.append(f"seed {seed} starting")
+    return "a2ls: " + " | ".join(parts) if any("%" in part for part in parts) else None
+
+
+def _show_progress(training: dict[int, Path], stop: threading.Event) -> None:
+    last = None
+    while not stop.wait(PROGRESS_EVERY):
+        line = progress_line(training)
+        if line is not None and line != last:  # nothing new, nothing printed
+            print(line, flush=True)
+            last = line
 
 
 def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 1, echo: bool = True,
