@@ -94,15 +94,16 @@ def test_plot_and_evaluate_never_overwrite_silently_and_plot_goes_to_the_folder(
     before = (tmp_path / "runs" / "a" / "plot.md").read_text()
     code, _, err = run_main(["plot", "runs/a", "--digits", "3"], capsys)
     assert code == 2 and err.strip() == ("a2ls: error: --out runs/a/plot.png: runs/a/plot.png, runs/a/plot.md "
-                                         "exist(s) (an earlier a2ls plot?); give --force to overwrite, or another --out")
+                                         "exist(s) (an earlier a2ls plot?); give --force to overwrite, or another "
+                                         "--out")
     assert (tmp_path / "runs" / "a" / "plot.md").read_text() == before
     code, _, err = run_main(["plot", "runs/a", "--digits", "3", "--force"], capsys)
     assert code == 0 and "| a | 1 | 2.000 | 1.500 | 2 |" in (tmp_path / "runs" / "a" / "plot.md").read_text()
     # evaluate: an existing record or video stops it before any work (the checkpoint is not even read)
     (tmp_path / "last.eval.json").write_text("{}")
     code, _, err = run_main(["evaluate", "--ckpt_path=last.ckpt"], capsys)
-    assert code == 2 and err.strip() == ("a2ls: error: --out last.eval.json: exists (an earlier a2ls evaluate?); give "
-                                         "--force to overwrite it, or another --out")
+    assert code == 2 and err.strip() == ("a2ls: error: --out last.eval.json: exists (an earlier a2ls evaluate?); "
+                                         "give --force to overwrite it, or another --out")
     (tmp_path / "v.mp4").write_bytes(b"")
     code, _, err = run_main(["evaluate", "--ckpt_path=last.ckpt", "--out=new.json", "--video=v.mp4"], capsys)
     assert code == 2 and "--video v.mp4: exists" in err
