@@ -99,39 +99,18 @@ def test_plot_and_evaluate_never_overwrite_silently_and_plot_goes_to_the_folder(
     assert (tmp_path / "runs" / "a" / "plot.md").read_text() == before
     code, _, err = run_main(["plot", "runs/a", "--digits", "3", "--force"], capsys)
     assert code == 0 and "| a | 1 | 2.000 | 1.500 | 2 |" in (tmp_path / "runs" / "a" / "plot.md").read_text()
-    # evaluate: an existing record or video stops it before any work (the checkpoint is not even read)
-    (tmp_path / "last.eval.json").write_text("{}")
-    code, _, err = run_main(["evaluate", "--ckpt_path=last.ckpt"], capsys)
-    assert code == 2 and err.strip() == ("a2ls: error: --out last.eval.json: exists (an earlier a2ls evaluate?); "
-                                         "give --force to overwrite it, or another --out")
+    # evaluate: an existing record or video stops it before any work; by default one record per update and seed
+    ckpt = next(Path(__file__).parent.joinpath("data", "checkpoint_v0_1").rglob("last.ckpt"))
+    code, out, err = run_main(["evaluate", f"--ckpt_path={ckpt}", "--episodes=1", "--seed=5",
+                               f"--out={tmp_path / 'r.json'}"], capsys)
+    assert code == 0, err
+    code, _, err = run_main(["evaluate", f"--ckpt_path={ckpt}", "--episodes=1", "--seed=5",
+                             f"--out={tmp_path / 'r.json'}"], capsys)
+    assert code == 2 and err.strip() == (f"a2ls: error: --out {tmp_path / 'r.json'}: exists (an earlier a2ls "
+                                         "evaluate?); give --force to overwrite it, or another --out")
     (tmp_path / "v.mp4").write_bytes(b"")
-    code, _, err = run_main(["evaluate", "--ckpt_path=last.ckpt", "--out=new.json", "--video=v.mp4"], capsys)
-    assert code == 2 and "--video v.mp4: exists" in err
-    code, _, err = run_main(["evaluate", "--ckpt_path=last.ckpt", "--force"], capsys)
-    assert code == 2 and err.strip() == "a2ls: error: ckpt_path: last.ckpt does not exist"  # past the check
+    code, _, err = run_main(["evaluate", "--ckpt_path", str(ckpt), "--out=new.json", "--video=v.mp4"], capsys)
+    assert code == 2 and "--video v.mp4: exists" in err and not (tmp_path / "new.json").exists()
+    from a2ls_lightning.runs.evaluate import default_record
 
-
-def test_seeds_progress_is_one_line_of_every_training_seed(tmp_path):
-    from a2ls_lightning.runs.multirun import progress_line
-
-    (tmp_path / "seed_1").mkdir()
-    (tmp_path / "seed_2").mkdir()
-    (tmp_path / "seed_1" / "fit.log").write_text(
-        "a2ls: run folder x\nupdates 100/2000 (5%) | 40.1 upd/s | env_steps=1200 | 00:02 elapsed, 00:47 left\n"
-        "updates 800/2000 (40%) | 41.0 upd/s | env_steps=4000 | eval/return=12.3 | 00:20 elapsed, 00:29 left\n")
-    training = {2: tmp_path / "seed_2", 1: tmp_path / "seed_1"}
-    assert progress_line(training) == ("a2ls: seed 1 40% (800/2000 updates, eval/return 12.3) | seed 2 starting")
-    assert progress_line({2: tmp_path / "seed_2"}) is None  # nothing to show yet
-
-
-def test_seeds_print_their_progress_while_they_train(tmp_path, capsys, monkeypatch):
-    from a2ls_lightning.runs import multirun
-
-    monkeypatch.setattr(multirun, "PROGRESS_EVERY", 0.5)
-    tiny = [a for a in TINY if "enable_progress_bar" not in a]
-    code, out, err = run_main(["fit", "--seeds", "1", *tiny, "--trainer.max_steps=300",
-                               f"--seeds_root={tmp_path / 's'}"], capsys)
-    assert code == 0, out[-2000:] + err[-2000:]
-    progress = [line for line in out.splitlines() if line.startswith("a2ls: seed 1 ") and "updates" in line]
-    assert progress and all(" | " not in line for line in progress), out  # one seed, one part
-    assert "updates 300/300 (100%)" in (tmp_path / "s" / "seed_1" / "fit.log").read_text()
+    assert default_record(ckpt, 60, 5) == ckpt.parent / "last.update60.seed5.eval.json"
