@@ -28,6 +28,27 @@ def a2ls(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProce
                           capture_output=True, timeout=timeout)
 
 
+def a2ls_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``a2ls ARGS`` run in ``cwd`` by this process (for tests where the process itself is not what is tested: no
+    interpreter start-up and imports per call): exit code, stdout and stderr, as :func:`a2ls` gives them."""
+    import contextlib
+    import io
+
+    from a2ls_lightning.cli import main
+
+    out, err, code, before = io.StringIO(), io.StringIO(), 0, os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exit_:
+                code = int(exit_.code or 0)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def _scalars(root: Path) -> dict[str, list[float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -1,5 +1,6 @@
 """A user's second hour: evaluate and watch a checkpoint (``a2ls evaluate``), many seeds at once
-(``a2ls fit --seeds``), one folder per run across resumes, and ``a2ls plot FOLDER``."""
+(``a2ls fit --seeds``), one folder per run across resumes, and ``a2ls plot FOLDER``. The ``a2ls`` command runs in
+this process (the seeds of ``--seeds`` in their own, as always)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import a2ls
+from test_cli import a2ls_in_process as a2ls  # in-process: these tests are not about start-up
 
 from a2ls_lightning.data.video import count_frames
 
