@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from a2ls_lightning.modules.aux_registry import AuxContext, register_aux_loss
     from a2ls_lightning.modules.aux_spec import AuxLossSpec
     from a2ls_lightning.modules.settings import NetworkSettings, OptimizerSettings, RuntimeSettings, SACSettings
+    from a2ls_lightning.runs.policy import Policy, load_policy
 
-__all__ = ["AuxContext", "AuxLossSpec", "NetworkSettings", "OptimizerSettings", "ReplayDataModule", "RuntimeSettings",
-           "SACModule", "SACSettings", "register_aux_loss"]
+__all__ = ["AuxContext", "AuxLossSpec", "NetworkSettings", "OptimizerSettings", "Policy", "ReplayDataModule",
+           "RuntimeSettings", "SACModule", "SACSettings", "load_policy", "register_aux_loss"]
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -29,6 +30,8 @@ _LAZY = {
     "register_aux_loss": "a2ls_lightning.modules.aux_registry",
     **{name: "a2ls_lightning.modules.settings"
        for name in ("NetworkSettings", "OptimizerSettings", "RuntimeSettings", "SACSettings")},
+    "Policy": "a2ls_lightning.runs.policy",  # a trained checkpoint's policy: load_policy(path).act(obs)
+    "load_policy": "a2ls_lightning.runs.policy",
 }
 
 quiet.install()

@@ -30,7 +30,7 @@ from a2ls_lightning.files import ensure_writable
 from a2ls_lightning.modules.agent import SACModule, init_defaults, model_defaults
 from a2ls_lightning.modules.run_checks import check_strategy, compare_with_checkpoint
 from a2ls_lightning.modules.settings_legacy import upgrade_args, upgrade_config
-from a2ls_lightning.validation import RunComplete, one_line
+from a2ls_lightning.validation import RunComplete, one_line, unknown_option_hint
 
 __all__ = ["A2LSCLI", "QUICKSTART", "default_threads", "instantiate", "read_checkpoint"]
 
@@ -78,6 +78,11 @@ class A2LSCLI(LightningCLI):
     setting, and checks before any work: a resume must match the checkpoint's settings, and
     ``--trainer.enable_checkpointing false`` drops the config's ``ModelCheckpoint``."""
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        # No prefix matching: `--trainer.max_step 2000` must be an error, not `--trainer.max_steps 2000`.
+        kwargs.setdefault("allow_abbrev", False)
+        return super().init_parser(**kwargs)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # Only `fit`: SACModule evaluates inside `fit` (its Evaluator) and defines no validation, test or predict
@@ -97,10 +102,13 @@ class A2LSCLI(LightningCLI):
             args = upgrade_config(args)
         elif not isinstance(args, Namespace):
             args = upgrade_args(list(sys.argv[1:] if args is None else args))
-        if isinstance(args, (dict, Namespace)):
-            self.config = parser.parse_object(args)
-        else:
-            self.config = parser.parse_args(args)
+        try:
+            if isinstance(args, (dict, Namespace)):
+                self.config = parser.parse_object(args)
+            else:
+                self.config = parser.parse_args(args)
+        except ArgumentError as err:  # an unknown option: name the closest known one
+            raise ArgumentError(None, str(err) + unknown_option_hint(str(err), parser)) from None
 
     def _config_section(self) -> Any:
         sub = self.config.get("subcommand")
@@ -139,6 +147,10 @@ class A2LSCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._config_section()
+        if self.config.get("subcommand") and config.get("ckpt_path") and config.get("weights_only") is None:
+            # Our checkpoints hold the loops', callbacks' and optimizer's state; the file was checked before this
+            # (read_checkpoint, verify_checkpoint_files). Said explicitly, as Lightning asks.
+            config["weights_only"] = False
         threads = config.get("threads")
         if threads is not None and threads < 1:
             raise ValueError(f"threads={threads} must be >= 1 or null")
@@ -163,6 +175,12 @@ class A2LSCLI(LightningCLI):
     def before_fit(self) -> None:
         # In this process, before DDP starts the others: a refusal there would come once per rank.
         check_strategy(self.trainer, self.model.runtime.cudagraphs)
+        if getattr(self, "_resume_logger_version", None) is not None:
+            # A resume writes into the checkpoint's own folder on purpose: ModelCheckpoint's warning that it "exists
+            # and is not empty" is expected there (this process trains one run; a fresh run still gets it).
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        if self.trainer.is_global_zero:  # first, as CleanRL does: where to look while it trains
+            print(f"a2ls: run folder {run_folder(self.trainer)}", file=sys.stderr, flush=True)
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:

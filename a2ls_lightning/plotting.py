@@ -25,6 +25,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from a2ls_lightning.stats import welch_p_value  # noqa: F401 - part of this module's API (the tables use it)
+
 #: ``tag → [(step, value), ...]`` in step order; ``step`` is the logged step (the update count for this package).
 Scalars = dict[str, list[tuple[int, float]]]
 #: One run's evaluation curve: ``(x [E], y [E])``.
@@ -85,8 +87,10 @@ def eval_curve(
     """One run's evaluation curve: ``(x [E], y [E])``, one point per evaluation, sorted by ``x``.
 
     ``tag`` and ``x_tag`` are logged together at the same step (the update count): the points are paired by
-    step. Without ``x_tag`` the logged step itself is ``x``. A repeated ``x`` (a copy of an evaluation
-    written again at a later step) keeps its first point in the series' order.
+    step. Without ``x_tag`` the logged step itself is ``x``. A repeated ``x`` (an evaluation point written again,
+    e.g. by a run resumed from a checkpoint older than its last evaluation) keeps its latest point: the last in
+    step order (a step written twice is already resolved to its latest write by :func:`read_scalars`), the one
+    the run went on from.
 
     Args:
         scalars: ``{tag: [(step, value), ...]}`` as from :func:`read_scalars` (JSON lists ``[step, value]`` too).
@@ -106,8 +110,32 @@ def eval_curve(
         series = [(float(step), y) for step, y in series]
     x = np.array([p[0] for p in series], dtype=float)
     y = np.array([p[1] for p in series], dtype=float)
-    _, first = np.unique(x, return_index=True)  # sorted unique x, index of its first occurrence
-    return x[first], y[first]
+    # Sorted unique x, index of its last occurrence: unique() on the reversed series finds the first from the end.
+    _, from_end = np.unique(x[::-1], return_index=True)
+    latest = len(x) - 1 - from_end
+    return x[latest], y[latest]
+
+
+def shared_x(curves: Sequence[Curve]) -> np.ndarray:
+    """The env steps ``[S]`` at which every curve has an evaluation (sorted; empty when they share none)."""
+    if not curves:
+        return np.zeros(0)
+    common = np.asarray(curves[0][0], dtype=float)
+    for x, _ in curves[1:]:
+        common = np.intersect1d(common, np.asarray(x, dtype=float))
+    return common
+
+
+def same_schedule(curves: Sequence[Curve]) -> bool:
+    """True when every curve was evaluated at exactly the same env steps (same budget and schedule)."""
+    first = np.asarray(curves[0][0], dtype=float) if curves else np.zeros(0)
+    return all(np.array_equal(first, np.asarray(x, dtype=float)) for x, _ in curves[1:])
+
+
+def last_x(curves: Sequence[Curve]) -> tuple[float, float]:
+    """``(min, max)`` over curves of their last env step: the budgets a group's final values are taken at."""
+    ends = [float(np.asarray(x)[-1]) for x, _ in curves]
+    return min(ends), max(ends)
 
 
 def summarize(curves: Sequence[Curve]) -> dict[str, float | int]:
@@ -130,34 +158,6 @@ def summarize(curves: Sequence[Curve]) -> dict[str, float | int]:
             "aulc_mean": float(aulc.mean()), "aulc_std": float(aulc.std())}
 
 
-def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test (unequal variances) that ``a`` and ``b`` have the same mean.
-
-    Meant for per-seed figures (e.g. the AULC of each seed of two variants), where 3 seeds per side is common: the
-    test is weak there, so read a small p as evidence and a large one as "not shown", never as "no difference".
-
-    Args:
-        a: ``[n_a]`` values, ``n_a >= 2``.
-        b: ``[n_b]`` values, ``n_b >= 2``.
-
-    Returns:
-        The p-value; ``nan`` when a side has fewer than two values, ``0.0`` when both sides are constant and
-        differ, ``1.0`` when both are constant and equal (scipy returns ``nan`` for these).
-    """
-    import warnings
-
-    from scipy import stats  # imported here: only the tables need it, not every plot
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    if a.std() == 0 and b.std() == 0:
-        return 1.0 if a.mean() == b.mean() else 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # near-identical groups: scipy warns about precision, the value stands
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def mean_std(mean: float, std: float, digits: int = 1, n: int | None = None) -> str:
     """``"mean ± std"`` with ``digits`` decimals; only ``"mean"`` when ``n == 1`` (one run has no spread)."""
     if n == 1:
@@ -166,16 +166,27 @@ def mean_std(mean: float, std: float, digits: int = 1, n: int | None = None) -> 
 
 
 def markdown_table(groups: Mapping[str, Sequence[Curve]], digits: int = 1) -> str:
-    """Markdown table of :func:`summarize` per group (``digits`` decimals)::
+    """Markdown table of :func:`summarize` per group (``digits`` decimals) and the env steps its runs end at::
 
-        | group | runs | final (mean ± std) | AULC (mean ± std) |
+        | group | runs | final (mean ± std) | AULC (mean ± std) | env steps |
+
+    A group whose runs were evaluated at different env steps (another budget or schedule) shows the range of their
+    last env steps (``12000–100000``), and a line under the table says that its final value and AULC mix budgets.
     """
-    rows = ["| group | runs | final (mean ± std) | AULC (mean ± std) |", "|---|---|---|---|"]
+    rows = ["| group | runs | final (mean ± std) | AULC (mean ± std) | env steps |", "|---|---|---|---|---|"]
+    notes = []
     for label, curves in groups.items():
         s = summarize(curves)
-        rows.append(f"| {label} | {s['n']} | {mean_std(s['final_mean'], s['final_std'], digits, s['n'])} | "
-                    f"{mean_std(s['aulc_mean'], s['aulc_std'], digits, s['n'])} |")
-    return "\n".join(rows)
+        low, high = last_x(curves)
+        steps = f"{low:.0f}" if low == high else f"{low:.0f}–{high:.0f}"
+        mixed = not same_schedule(curves)
+        rows.append(f"| {label}{' (*)' if mixed else ''} | {s['n']} | "
+                    f"{mean_std(s['final_mean'], s['final_std'], digits, s['n'])} | "
+                    f"{mean_std(s['aulc_mean'], s['aulc_std'], digits, s['n'])} | {steps} |")
+        if mixed:
+            notes.append(f"(*) {label}: its runs were evaluated at different env steps (last at {steps}): the final "
+                         "value and the AULC mix budgets or schedules")
+    return "\n".join(rows + ([""] + notes if notes else []))
 
 
 def plot_groups(
@@ -190,8 +201,11 @@ def plot_groups(
 ) -> Figure:
     """Mean ± std band of each group's curves against env steps; the legend gives each group's run count.
 
-    A group's runs are truncated to its shortest run (``n`` points, ``x`` of its first run); curves are
-    assumed evaluated at the same ``x`` (same schedule).
+    Curves are aligned on their env steps, never on their index. Where a group's runs were evaluated at the same
+    env steps, the band is their mean ± std there. A run of another budget or schedule is drawn on its own ``x``
+    as a thin line of the group's colour, and the band covers only the env steps all the group's runs share (a
+    run still training, or one of a smaller budget, then shows where it is; the band never mixes points of
+    different env steps). The legend marks such a group ``(n=3, own x)``.
 
     Args:
         groups: ``{label: [(x [E_i], y [E_i]), ...]}``; groups without curves are skipped.
@@ -213,12 +227,22 @@ def plot_groups(
     for label, curves in groups.items():
         if not curves:
             continue
-        n = min(len(x) for x, _ in curves)
-        x = np.asarray(curves[0][0], dtype=float)[:n]
-        stack = np.stack([np.asarray(y, dtype=float)[:n] for _, y in curves])  # [runs, n]
-        mean, std = stack.mean(0), stack.std(0)
-        (line,) = ax.plot(x, mean, marker="o", markersize=3, label=f"{label} (n={len(curves)})")
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+        x = shared_x(curves)  # [S]
+        mixed = not same_schedule(curves)
+        name = f"{label} (n={len(curves)}{', own x' if mixed else ''})"
+        color = None
+        if len(x):
+            # each run's values at the shared env steps, found by value (curves are sorted by x, without repeats)
+            stack = np.stack([np.asarray(cy, dtype=float)[np.searchsorted(np.asarray(cx, dtype=float), x)]
+                              for cx, cy in curves])  # [runs, S]
+            mean, std = stack.mean(0), stack.std(0)
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=name)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+            color, name = line.get_color(), None
+        if mixed:
+            for cx, cy in curves:
+                (line,) = ax.plot(cx, cy, linewidth=0.8, alpha=0.6, color=color, label=name)
+                color, name = line.get_color(), None
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -309,7 +333,8 @@ def aggregate_runs(groups: Mapping[str, Sequence[str | Path]], score: str = "fin
     Returns:
         ``{"groups": {label: {...}}`` as :func:`a2ls_lightning.stats.aggregate`, ``"tasks": [...]`` (common to all
         groups), ``"dropped_tasks"``, ``"dropped_runs"``, ``"score"``, ``"reference"``, ``"scores"``:
-        ``{label: [runs, tasks]}`` normalised}.
+        ``{label: [runs, tasks]}`` normalised, ``"mixed_budgets"``: ``{task: [last env steps, ...]}`` for each task
+        whose runs end at different env steps (their scores then mix budgets, and the caller must say so)}.
 
     Raises:
         ValueError: ``score`` unknown, or no task common to all groups.
@@ -320,12 +345,16 @@ def aggregate_runs(groups: Mapping[str, Sequence[str | Path]], score: str = "fin
         raise ValueError(f"score={score!r}; allowed: final, aulc")
     reference = dict(reference or {})
     per_group: dict[str, list[tuple[str, float]]] = {}
+    budgets: dict[str, set[float]] = {}  # task -> the last env steps of its runs (every group)
     for label, paths in groups.items():
         runs = []
         for path in paths:
             scalars, task = load_run(path, tags=(tag, x_tag))
             if tag in scalars:
-                runs.append((task, run_score(scalars, score, tag, x_tag) / reference.get(task, DMC_MAX_RETURN)))
+                x, y = eval_curve(scalars, tag, x_tag)
+                value = float(y[-1] if score == "final" else np.mean(y))
+                runs.append((task, value / reference.get(task, DMC_MAX_RETURN)))
+                budgets.setdefault(task, set()).add(float(x[-1]))
         per_group[label] = runs
     all_tasks = sorted({task for runs in per_group.values() for task, _ in runs})
     tasks = [t for t in all_tasks if all(any(task == t for task, _ in runs) for runs in per_group.values())]
@@ -337,7 +366,8 @@ def aggregate_runs(groups: Mapping[str, Sequence[str | Path]], score: str = "fin
     return {"groups": aggregate(matrices, reps=reps, seed=seed), "tasks": tasks,
             "dropped_tasks": [t for t in all_tasks if t not in tasks], "dropped_runs": dropped_runs,
             "score": score, "reference": {t: reference.get(t, DMC_MAX_RETURN) for t in tasks},
-            "scores": {label: m.tolist() for label, m in matrices.items()}}
+            "scores": {label: m.tolist() for label, m in matrices.items()},
+            "mixed_budgets": {t: sorted(budgets[t]) for t in tasks if len(budgets[t]) > 1}}
 
 
 def plot_performance_profiles(scores: Mapping[str, np.ndarray], out_png: str | Path, reps: int = 2000, seed: int = 0,
@@ -369,6 +399,6 @@ def group_curves(run_dirs: Iterable[str | Path], tag: str = "eval/return",
     return [eval_curve(read_scalars(d, tags=(tag, x_tag)), tag, x_tag) for d in run_dirs]
 
 
-__all__ = ["Curve", "Scalars", "aggregate_runs", "eval_curve", "event_files", "group_curves", "is_record", "load_run",
-           "markdown_table", "mean_std", "plot_groups", "plot_performance_profiles", "read_scalars", "run_score",
-           "run_task", "summarize"]
+__all__ = ["Curve", "Scalars", "aggregate_runs", "eval_curve", "event_files", "group_curves", "is_record", "last_x",
+           "load_run", "markdown_table", "mean_std", "plot_groups", "plot_performance_profiles", "read_scalars",
+           "run_score", "run_task", "same_schedule", "shared_x", "summarize", "welch_p_value"]

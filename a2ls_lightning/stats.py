@@ -2,7 +2,8 @@
 Reinforcement Learning at the Edge of the Statistical Precipice", NeurIPS 2021): interquartile mean (IQM) and mean
 of normalised scores with stratified-bootstrap confidence intervals, the probability of improvement of one group
 over another, and performance profiles. The computations are ``rliable``'s own; this module only arranges the
-scores and fixes the random state, so that a figure is reproducible.
+scores and fixes the random state, so that a figure is reproducible. Also Welch's t-test for per-seed figures
+(:func:`welch_p_value`, scipy's).
 
 ``rliable`` is an optional dependency (``pip install "a2ls_lightning[stats]"``); without it the functions here
 raise a one-line ``ImportError`` that says what to install. No matplotlib here (plots live in ``plotting``).
@@ -123,6 +124,34 @@ def performance_profiles(scores: Mapping[str, np.ndarray], taus: np.ndarray, rep
     library, _ = _rliable()
     with _quiet_arch(seed):
         return library.create_performance_profile(dict(scores), taus, reps=reps)
+
+
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) that ``a`` and ``b`` have the same mean.
+
+    Meant for per-seed figures (e.g. the AULC of each seed of two variants), where 3 seeds per side is common: the
+    test is weak there, so read a small p as evidence and a large one as "not shown", never as "no difference".
+
+    Args:
+        a: ``[n_a]`` values, ``n_a >= 2``.
+        b: ``[n_b]`` values, ``n_b >= 2``.
+
+    Returns:
+        The p-value; ``nan`` when a side has fewer than two values, ``0.0`` when both sides are constant and
+        differ, ``1.0`` when both are constant and equal (scipy returns ``nan`` for these).
+    """
+    import warnings
+
+    from scipy import stats  # imported here: only the tables need it, not every plot
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    if a.std() == 0 and b.std() == 0:
+        return 1.0 if a.mean() == b.mean() else 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # near-identical groups: scipy warns about precision, the value stands
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def format_aggregate_table(result: Mapping[str, Mapping[str, Any]], baseline: str | None = None,

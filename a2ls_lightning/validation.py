@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -90,3 +91,22 @@ def did_you_mean(value: Any, allowed: Iterable[Any]) -> str:
     """
     close = closest(value, allowed)
     return f"; did you mean {close!r}?" if close is not None else ""
+
+
+def unknown_option_hint(message: str, parser: Any) -> str:
+    """``"; did you mean --trainer.max_steps?"`` for an unrecognised ``--trainer.max_step``, searched among the
+    options of an ``argparse`` (or jsonargparse) ``parser`` and of its subcommands' parsers; ``""`` when the message
+    names no unknown option or none is close."""
+    found = re.search(r"[Uu]nrecognized arguments?: (--[\w.\-]+)", message)
+    if found is None:
+        return ""
+    options: set[str] = set()
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        options.update(o for o in getattr(current, "_option_string_actions", {}) if o.startswith("--"))
+        for action in getattr(current, "_actions", []):
+            parsers.extend(getattr(action, "_name_parser_map", {}).values())
+    # Compared without the dashes, which every option shares (they made `--bogus` look close to `--out`).
+    close = closest(found[1].partition("=")[0][2:], sorted(o[2:] for o in options))
+    return f"; did you mean --{close}?" if close is not None else ""

@@ -21,9 +21,32 @@ TINY = [
 
 
 def a2ls(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(TESTS), OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    # The checkout under test first (not an installed copy elsewhere), and the tests folder for their helpers.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
+               MUJOCO_GL="egl")
     return subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def a2ls_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``a2ls ARGS`` run in ``cwd`` by this process (for tests where the process itself is not what is tested: no
+    interpreter start-up and imports per call): exit code, stdout and stderr, as :func:`a2ls` gives them."""
+    import contextlib
+    import io
+
+    from a2ls_lightning.cli import main
+
+    out, err, code, before = io.StringIO(), io.StringIO(), 0, os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exit_:
+                code = int(exit_.code or 0)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def _scalars(root: Path) -> dict[str, list[float]]:

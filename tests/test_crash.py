@@ -41,7 +41,9 @@ data: {{capacity: 20000, batch_size: 16, warmup_steps: 40, eval_interval: 100000
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(TESTS), OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    # The checkout under test first (not an installed copy elsewhere), the tests folder for helpers.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
+               MUJOCO_GL="egl")
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK):
         other = shm / f"a2ls-crash-{os.getpid()}"

@@ -11,10 +11,10 @@ from test_cli import TINY, a2ls, run_main
 def test_top_level_help_lists_every_command(capsys):
     code, stdout, _ = run_main(["--help"], capsys)
     assert code == 0
-    for command in ("fit", "evaluate", "losses", "search", "plot"):
+    for command in ("fit", "evaluate", "losses", "search", "plot", "export"):
         assert re.search(rf"^  {command} +\S", stdout, re.MULTILINE), f"{command} is not listed:\n{stdout}"
     code, stdout, _ = run_main([], capsys)
-    assert code == 0 and "usage: a2ls {fit,evaluate,losses,search,plot}" in stdout
+    assert code == 0 and "usage: a2ls {fit,evaluate,losses,search,plot,export}" in stdout
 
 
 @pytest.mark.parametrize("args,usage", [
@@ -24,6 +24,7 @@ def test_top_level_help_lists_every_command(capsys):
     (["search", "report", "--help"], "usage: a2ls search report"),
     (["plot", "--help"], "usage: a2ls plot"),
     (["evaluate", "--help"], "usage: a2ls evaluate"),
+    (["export", "--help"], "usage: a2ls export"),
 ])
 def test_every_command_has_help(capsys, args, usage):
     code, stdout, _ = run_main(args, capsys)

@@ -84,9 +84,9 @@ def test_a2ls_plot_writes_png_and_table(runs, tmp_path):
     png = out.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = out.with_suffix(".md").read_text()
-    assert table.splitlines()[0] == "| group | runs | final (mean ± std) | AULC (mean ± std) |"
+    assert table.splitlines()[0] == "| group | runs | final (mean ± std) | AULC (mean ± std) | env steps |"
     assert table.split("\n\n")[0] in proc.stdout
-    row = re.search(r"^\| tiny \| 2 \| (\S+) ± (\S+) \| (\S+) ± (\S+) \|$", table, re.MULTILINE)
+    row = re.search(r"^\| tiny \| 2 \| (\S+) ± (\S+) \| (\S+) ± (\S+) \| 640 \|$", table, re.MULTILINE)
     assert row, table
     lasts = [r["last"] for r in runs]
     assert float(row[1]) == pytest.approx(np.mean(lasts), abs=1e-4)
@@ -142,10 +142,10 @@ def test_summarize_on_hand_made_curves():
     s = summarize(curves)
     assert s["aulc_mean"] == pytest.approx(10 / 3) and s["aulc_std"] == pytest.approx(4 / 3)
     assert s["final_mean"] == pytest.approx(4.5) and s["final_std"] == pytest.approx(1.5)
-    assert markdown_table({"a": curves}).splitlines()[2] == "| a | 2 | 4.5 ± 1.5 | 3.3 ± 1.3 |"
+    assert markdown_table({"a": curves}).splitlines()[2] == "| a | 2 | 4.5 ± 1.5 | 3.3 ± 1.3 | 30 |"
     with pytest.raises(ValueError):
         summarize([])
-    assert markdown_table({"one": curves[:1]}).splitlines()[2] == "| one | 1 | 3.0 | 2.0 |"  # one run: no "± 0.0"
+    assert markdown_table({"one": curves[:1]}).splitlines()[2] == "| one | 1 | 3.0 | 2.0 | 30 |"  # one run: no "± 0.0"
     assert mean_std(1.25, 0.0, 2, n=1) == "1.25" and mean_std(1.25, 0.0, 2, n=2) == "1.25 ± 0.00"
 
 
@@ -165,13 +165,13 @@ def test_welch_p_value_is_the_unequal_variance_test_from_its_formula():
 
 def test_eval_curve_pairs_by_step_and_drops_repeated_evaluations():
     scalars = {
-        "eval/return": [[100, 1.0], [200, 2.0], [250, 2.0], [300, 3.0]],  # 250: a copy of the 200 evaluation
+        "eval/return": [[100, 1.0], [200, 2.0], [250, 2.5], [300, 3.0]],  # 250: 800 env steps again (the latest)
         "eval/env_steps": [[100, 400.0], [200, 800.0], [250, 800.0], [300, 1200.0]],
         "train/x": [[1, 0.0]],
     }
     x, y = eval_curve(scalars)
     np.testing.assert_array_equal(x, [400, 800, 1200])
-    np.testing.assert_array_equal(y, [1, 2, 3])
+    np.testing.assert_array_equal(y, [1, 2.5, 3])
     with pytest.raises(KeyError, match="eval/nope"):
         eval_curve(scalars, tag="eval/nope")
 

@@ -46,7 +46,9 @@ data: {{capacity: 3000, batch_size: 16, warmup_steps: 40, eval_interval: 200, ev
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(TESTS), OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    # The checkout under test first (not an installed copy elsewhere), the tests folder for helpers.
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
+                MUJOCO_GL="egl")
 
 
 def _start(run: Path, *extra: str, resume: bool = False) -> subprocess.Popen:

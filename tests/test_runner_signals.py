@@ -119,9 +119,11 @@ def test_a_signal_the_runner_ignores_stays_ignored():
 def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(tmp_path):
     args = [sys.executable, "-m", "a2ls_lightning.cli", "fit", "--seeds", "1,2", "--jobs", "1", *TINY,
             "--trainer.max_steps=100000", "--trainer.default_root_dir=multi"]
-    env = dict(os.environ, PYTHONPATH=str(TESTS), OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    # The checkout under test first (not an installed copy elsewhere), the tests folder for helpers.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
+               MUJOCO_GL="egl")
     runner = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seed1 = tmp_path / "multi" / "seed_1"
+    seed1 = tmp_path / "multi_seeds" / "seed_1"  # beside the single run's folder
     child = 0
     try:
         deadline = time.time() + 240
@@ -134,7 +136,8 @@ def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(t
         second = a2ls("fit", "--seeds", "1", *TINY, "--trainer.max_steps=100000", "--trainer.default_root_dir=multi",
                       cwd=tmp_path)
         assert second.returncode == 1
-        assert f"seed 1: not started: {Path('multi') / 'seed_1'} is being trained by pid {child}" in second.stdout
+        busy = f"seed 1: not started: {Path('multi_seeds') / 'seed_1'} is being trained by pid {child}"
+        assert busy in second.stdout
         assert "| 1 | busy |" in second.stdout
 
         runner.send_signal(signal.SIGTERM)  # the runner alone, as `kill PID` does
@@ -155,4 +158,5 @@ def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(t
     assert "a2ls: stopped by SIGTERM at update" in log  # saved at the update in flight, not killed
     saved = torch.load(next(seed1.rglob("last.ckpt")), weights_only=False)["global_step"]
     assert f"stopped by SIGTERM at update {saved};" in log
-    assert not (tmp_path / "multi" / "seed_2").exists() or not list((tmp_path / "multi" / "seed_2").rglob("*.ckpt"))
+    seed2 = tmp_path / "multi_seeds" / "seed_2"
+    assert not seed2.exists() or not list(seed2.rglob("*.ckpt"))

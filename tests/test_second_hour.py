@@ -1,5 +1,6 @@
 """A user's second hour: evaluate and watch a checkpoint (``a2ls evaluate``), many seeds at once
-(``a2ls fit --seeds``), one folder per run across resumes, and ``a2ls plot FOLDER``."""
+(``a2ls fit --seeds``), one folder per run across resumes, and ``a2ls plot FOLDER``. The ``a2ls`` command runs in
+this process (the seeds of ``--seeds`` in their own, as always)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import a2ls
+from test_cli import a2ls_in_process as a2ls  # in-process: these tests are not about start-up
 
 from a2ls_lightning.data.video import count_frames
 
@@ -82,16 +83,16 @@ def test_many_seeds_skip_finished_ones_and_resume_interrupted_ones(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "| 1 | done |" in out.stdout and "| 2 | done |" in out.stdout and "mean ± std (2 seeds)" in out.stdout
     # Seed 2 as if interrupted after its checkpoint at update 100: no result; the rerun resumes it, skips seed 1.
-    (tmp_path / "multi" / "seed_2" / "result.json").unlink()
+    (tmp_path / "multi_seeds" / "seed_2" / "result.json").unlink()
     out = a2ls(*args, "--trainer.max_steps=150", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "| 1 | recorded |" in out.stdout and "| 2 | done |" in out.stdout
     assert "seed 2: resuming from" in out.stdout
-    last = tmp_path / "multi" / "seed_2" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = tmp_path / "multi_seeds" / "seed_2" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 150
-    plot = a2ls("plot", "multi", "--out", "seeds.png", cwd=tmp_path)  # a folder is a group: no --group
+    plot = a2ls("plot", "multi_seeds", "--out", "seeds.png", cwd=tmp_path)  # a folder is a group: no --group
     assert plot.returncode == 0, plot.stderr[-2000:]
-    assert "| multi | 2 |" in plot.stdout
+    assert "| multi_seeds (*) | 2 |" in plot.stdout  # seed 1 at 100 updates, seed 2 at 150: said
 
 
 def test_plot_skips_a_run_without_evaluations_in_one_line(trained, tmp_path):

@@ -138,7 +138,9 @@ class GracefulPreemption(Callback):
         self.saving = True
         try:
             path = self._checkpoint_path(trainer)
-            trainer.save_checkpoint(path)  # every rank: side files; rank 0: the checkpoint; then a barrier
+            # every rank: side files; rank 0: the checkpoint; then a barrier. A full checkpoint (optimizer, loops,
+            # callbacks), said explicitly: Lightning otherwise logs that weights_only was not set, amid the bar.
+            trainer.save_checkpoint(path, weights_only=False)
         finally:
             self.saving = False
         callback = trainer.checkpoint_callback

@@ -1,6 +1,6 @@
 """The ``a2ls`` command, on top of every other layer: ``fit`` (LightningCLI over :class:`SACModule` and
 :class:`ReplayDataModule`; ``--seeds`` for many seeds at once), ``evaluate`` (a checkpoint's policy, and video),
-``losses``, ``search`` (the auxiliary-loss search) and ``plot``.
+``losses``, ``search`` (the auxiliary-loss search), ``plot`` and ``export`` (a policy for torch alone).
 
 ``a2ls fit`` with no ``--config`` runs the quickstart (state cheetah-run, CPU-sized networks); any other
 config file or flag overrides it. Every bad input stops the command before any work with one line that names the
@@ -27,6 +27,7 @@ COMMANDS = (
     ("losses", "list the auxiliary-loss presets (A2-winner, A2-winner-v, CURL, forward dynamics, ...)"),
     ("search", "evolutionary search of auxiliary losses on Optuna; `a2ls search report` summarises one"),
     ("plot", "compare runs: mean ± std of eval/return against env steps (PNG) and a table of final value and AULC"),
+    ("export", "write a checkpoint's policy with torch.export, to run with torch alone (torch.export.load)"),
 )
 
 
@@ -78,6 +79,10 @@ def _fit_and_other_verbs(args: list[str] | None) -> None:
 
         multi_main(argv[1:])
         return
+    runner_only = [a.partition("=")[0] for a in argv if a.partition("=")[0] in ("--jobs", "--seeds_root")]
+    if argv[:1] == ["fit"] and runner_only:
+        raise ValueError(f"{runner_only[0]}: only with --seeds (e.g. a2ls fit --seeds 1,2,3 {runner_only[0]} ...)")
+    from a2ls_lightning.cli.multi import SEEDS_HELP
     from a2ls_lightning.builder import A2LSCLI, QUICKSTART
     from a2ls_lightning.data.datamodule import ReplayDataModule
     from a2ls_lightning.modules.agent import SACModule
@@ -87,7 +92,8 @@ def _fit_and_other_verbs(args: list[str] | None) -> None:
         ReplayDataModule,
         seed_everything_default=1,
         # exit_on_error=False: jsonargparse raises instead of printing its usage; `describe` makes it one line.
-        parser_kwargs={"exit_on_error": False, "fit": {"default_config_files": [str(QUICKSTART)]}},
+        parser_kwargs={"exit_on_error": False,
+                       "fit": {"default_config_files": [str(QUICKSTART)], "epilog": SEEDS_HELP}},
         save_config_kwargs={"overwrite": True},
         args=args,  # None: LightningCLI reads sys.argv itself
     )
@@ -95,7 +101,7 @@ def _fit_and_other_verbs(args: list[str] | None) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``a2ls`` console script: ``fit`` (and LightningCLI's other verbs), ``evaluate``,
-    ``losses``, ``search``, ``plot``."""
+    ``losses``, ``search``, ``plot``, ``export``."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if not argv or argv[0] in ("-h", "--help"):
@@ -110,6 +116,10 @@ def main(args: list[str] | None = None) -> None:
             from a2ls_lightning.cli.search import main as search_main
 
             search_main(argv[1:])
+        elif argv[:1] == ["export"]:
+            from a2ls_lightning.cli.export import main as export_main
+
+            export_main(argv[1:])
         elif argv[:1] == ["plot"]:
             from a2ls_lightning.cli.plot import main as plot_main
 

@@ -29,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
                         "pip install 'a2ls_lightning[video]')")
     parser.add_argument("--video_episodes", type=int, default=1, help="episodes recorded (default: %(default)s)")
     parser.add_argument("--video_size", type=int, default=256, help="video frame side (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="JSON record (default: <checkpoint>.eval.json beside it)")
+    parser.add_argument("--out", default=None, help="JSON record (default: <checkpoint stem>.update<U>.seed<S>"
+                        ".eval.json beside it: one per evaluated update and seed)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out record or --video; "
+                        "without it an existing one stops the command before any work")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: as a2ls fit)")
     return parser
 
@@ -37,7 +40,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     """``a2ls evaluate`` (``argv`` without the ``evaluate`` word)."""
     args = _parser().parse_args(argv)
-    from a2ls_lightning.runs.evaluate import evaluate_checkpoint
+    import random
+    from pathlib import Path
+
+    from a2ls_lightning.builder import read_checkpoint
+    from a2ls_lightning.runs.evaluate import default_record, evaluate_checkpoint
+
+    if args.seed is None:  # drawn here, so that the default record's name can say it
+        args.seed = random.SystemRandom().randrange(2**31)
+    if args.out is None:
+        args.out = str(default_record(args.ckpt_path, read_checkpoint(args.ckpt_path).get("global_step", 0),
+                                      args.seed))
+    for option, path in (("--out", Path(args.out)), ("--video", Path(args.video) if args.video else None)):
+        if path is not None and path.exists() and not args.force:
+            raise ValueError(f"{option} {path}: exists (an earlier a2ls evaluate?); give --force to overwrite it, or "
+                             f"another {option}")
 
     result = evaluate_checkpoint(args.ckpt_path, episodes=args.episodes, seed=args.seed, task=args.task,
                                  video=args.video, video_episodes=args.video_episodes, video_size=args.video_size,
@@ -49,4 +66,4 @@ def main(argv: list[str]) -> None:
           f"({result.seconds:.1f} s)")
     if result.video:
         print(f"video: {result.video}")
-    print(f"record: {args.out or str(args.ckpt_path).rsplit('.', 1)[0] + '.eval.json'}")
+    print(f"record: {args.out}")

@@ -1,9 +1,13 @@
 """``a2ls fit --seeds 1,2,3 --jobs 2 [fit arguments]``: the same run for several seeds at once (see
-:func:`a2ls_lightning.runs.multirun.run_seeds`), each into ``<root>/seed_<n>/`` where ``<root>`` is the run's
-``trainer.default_root_dir`` (``--seeds_root`` to choose another).
+:func:`a2ls_lightning.runs.multirun.run_seeds`), each into ``<root>/seed_<n>/`` where ``<root>`` is
+``<trainer.default_root_dir>_seeds`` (``--seeds_root`` to choose another).
 
     a2ls fit --seeds 1,2,3 --jobs 2 --config configs/benchmark_cheetah_state_cpu.yaml
-    a2ls plot runs/benchmark        # the seeds' mean ± std
+    a2ls plot runs/benchmark_seeds        # the seeds' mean ± std
+
+The root is beside the single run's folder, never inside it: seeds written into ``runs/quickstart/`` would be one
+group with the quickstart run itself for ``a2ls plot runs/quickstart``, mixing budgets. A ``--seeds_root`` that
+holds a single run's files is refused. The printed ``a2ls plot`` command names exactly the seeds of the call.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from pathlib import Path
 #: Where a run goes when neither the arguments nor a config file say (the quickstart's folder).
 DEFAULT_ROOT = "runs/quickstart"
 _OWN = ("--seeds", "--jobs", "--seeds_root", "--threads")
+
+
+#: Shown under ``a2ls fit --help``: these options are the runner's, not LightningCLI's.
+SEEDS_HELP = (
+    "Many seeds at once: --seeds SEEDS (e.g. 1,2,3 or 1-5) trains the same run once per seed, one process each, "
+    "into <seeds_root>/seed_<n>/, resumably, and prints a table and the a2ls plot command of those seeds; "
+    "--jobs N processes at a time (default: 2); --seeds_root DIR the seeds' folder (default: "
+    "<trainer.default_root_dir>_seeds, beside a single run's folder, never inside it); --threads N torch CPU threads "
+    "per process (default: 1 with --seeds). Example: a2ls fit --seeds 1,2,3 --jobs 2 --trainer.max_steps 2000")
 
 
 def split_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -71,6 +84,33 @@ def root_dir(fit_args: list[str]) -> str:
     return DEFAULT_ROOT
 
 
+def seeds_root(fit_args: list[str]) -> str:
+    """The default root of ``--seeds``: ``<trainer.default_root_dir>_seeds`` (``runs/quickstart_seeds``)."""
+    return root_dir(fit_args).rstrip("/") + "_seeds"
+
+
+def check_seeds_root(root: str) -> None:
+    """Refuse a root that holds a single run's files (event files or checkpoints outside ``seed_<n>/``)."""
+    path = Path(root)
+    if not path.is_dir():
+        return
+    for child in sorted(path.iterdir()):
+        if child.name.startswith("seed_") or child.name.startswith("."):
+            continue
+        if child.name == "lightning_logs" or child.name.startswith("events.out.tfevents") or child.suffix == ".ckpt":
+            raise ValueError(f"--seeds_root {root}: holds a single run's files ({child}); the seeds go into a folder "
+                             "of their own (give another --seeds_root)")
+
+
+def plot_command(root: str, seeds: list[int]) -> str:
+    """``a2ls plot`` of exactly these seeds: the root where its ``seed_<n>`` folders are these, else a group."""
+    present = {p.name for p in Path(root).glob("seed_*") if p.is_dir()}
+    if present == {f"seed_{s}" for s in seeds}:
+        return f"a2ls plot {root}"
+    label = Path(root).name or "seeds"
+    return f"a2ls plot --group '{label}=" + "|".join(f"{root}/seed_{s}" for s in seeds) + "'"
+
+
 def main(argv: list[str]) -> None:
     """``argv``: the arguments after ``fit``."""
     from a2ls_lightning.runs.multirun import results_table, run_seeds
@@ -85,12 +125,13 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"a2ls fit --seeds: --jobs and --threads take integers (got {own})") from None
     if jobs < 1 or threads < 1:
         raise ValueError(f"a2ls fit --seeds: --jobs={jobs} and --threads={threads} must be >= 1")
-    root = own.get("--seeds_root") or root_dir(fit_args)
+    root = own.get("--seeds_root") or seeds_root(fit_args)
+    check_seeds_root(root)
     print(f"a2ls: {len(seeds)} seeds into {root}/seed_<n>/, {jobs} at a time, {threads} thread(s) each", flush=True)
     with forwarding_signals(reraise=False) as stop:  # the table first, then stop by the signal (below)
         results = run_seeds(fit_args, seeds, root, jobs=jobs, threads=threads)
     print(results_table(results))
-    print(f"\nplot them: a2ls plot {root}")
+    print(f"\nplot them: {plot_command(root, seeds)}")
     if stop.signum:  # end as the signal would have ended us, so a shell loop around this command stops too
         sys.stdout.flush()
         signal.signal(stop.signum, signal.SIG_DFL)

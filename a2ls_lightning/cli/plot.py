@@ -1,15 +1,18 @@
 """``a2ls plot``: compare groups of runs from their TensorBoard event files.
 
-    a2ls plot --group sac='runs/sac/*' --group a2v='runs/a2v/*' [--tag eval/return] [--out plot.png]
+    a2ls plot --group sac='runs/sac/*' --group a2v='runs/a2v/*' [--tag eval/return] [--out plot.png] [--force]
     a2ls plot runs/sac runs/a2v          # each folder is a group: its sub-folders are its runs
 
 Each ``--group LABEL=GLOB`` is a glob of run folders (one folder per run, e.g. one per seed; its event files are
 found recursively). Each positional ``FOLDER`` is a group labelled by its name whose runs are its sub-folders that
 hold event files (e.g. the ``seed_<n>`` folders of ``a2ls fit --seeds``), or the folder itself when none does.
-A run without the ``--tag`` scalars (a run that never evaluated) is skipped with one line. Writes the mean ± std
-curves to ``--out`` and the table of final value and AULC to ``<out stem>.md``, and prints the table. Bad input
-raises a one-line ``ValueError`` naming the option (the ``a2ls`` command prints it as ``a2ls: error: ...`` and
-exits 2).
+A run without the ``--tag`` scalars (a run that never evaluated) is skipped with one line. Curves are aligned on
+their env steps: a group whose runs were evaluated at different env steps (another budget or schedule, a run still
+training) is said so in one line naming its runs, each run is drawn on its own x with the band only where all
+share x, and the table marks the group. Writes the curves to ``--out`` (default: ``plot.png`` in the first FOLDER)
+and the table of final value and AULC to ``<out stem>.md``, and prints the table; an existing output stops the
+command before any work unless ``--force``. Bad input raises a one-line ``ValueError`` naming the option (the ``a2ls``
+command prints it as ``a2ls: error: ...`` and exits 2).
 """
 
 from __future__ import annotations
@@ -28,10 +31,17 @@ __all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one-line ``ValueError``s (``--help`` still prints and exits 0)."""
+    """argparse whose errors are one-line ``ValueError``s (``--help`` still prints and exits 0), without prefix
+    matching, naming the closest option to an unknown one."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str):  # type: ignore[override]
-        raise ValueError(message)
+        from a2ls_lightning.validation import unknown_option_hint
+
+        raise ValueError(message + unknown_option_hint(message, self))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,8 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--x-tag", default="eval/env_steps",
                         help="env-step scalar logged with --tag; the logged step (updates) when a run lacks it "
                         "(default: %(default)s)")
-    parser.add_argument("--out", default="plot.png", help="PNG to write; the table goes next to it as <stem>.md "
-                        "(default: %(default)s)")
+    parser.add_argument("--out", default=None, help="PNG to write; the table goes next to it as <stem>.md "
+                        "(default: plot.png in the first FOLDER, else in the working folder)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the files that --out (and --aggregate, --json) would write; without it an "
+                        "existing one stops the command before any work")
     parser.add_argument("--title", default="", help="plot title (default: none)")
     parser.add_argument("--ylabel", default=None, help="y-axis label (default: the --tag)")
     parser.add_argument("--digits", type=int, default=1, help="decimals in the table (default: %(default)s)")
@@ -123,6 +136,9 @@ def main(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     if args.digits < 0:
         raise ValueError(f"--digits={args.digits}: must be >= 0")
+    if args.out is None:  # beside the runs it shows, not in whatever folder the command was typed in
+        first = Path(os.path.expanduser(args.folders[0])) if args.folders else None
+        args.out = str(first / "plot.png") if first is not None and first.is_dir() else "plot.png"
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out}: must end in .png")
@@ -135,11 +151,18 @@ def main(argv: list[str]) -> None:
     reference = _references(args.reference)
     if args.reps < 1:
         raise ValueError(f"--reps={args.reps}: must be >= 1")
+    targets = [out, out.with_suffix(".md")]
+    if args.aggregate:
+        targets += [out.with_name(f"{out.stem}_profile.png")] + ([Path(args.json)] if args.json else [])
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.force:
+        raise ValueError(f"--out {args.out}: {', '.join(existing)} exist(s) (an earlier a2ls plot?); give --force to "
+                         "overwrite, or another --out")
     if args.aggregate:
         from a2ls_lightning.stats import _rliable
 
         _rliable()  # before any work: one line saying what to install
-    from a2ls_lightning.plotting import eval_curve, load_run, markdown_table, plot_groups
+    from a2ls_lightning.plotting import eval_curve, load_run, markdown_table, plot_groups, same_schedule
 
     groups: dict[str, list[Curve]] = {}
     members: dict[str, list[Path]] = {}
@@ -160,6 +183,10 @@ def main(argv: list[str]) -> None:
             kept.append(run)
         if not curves:
             raise ValueError(f"group {spec}: none of its {len(runs)} run(s) has {args.tag!r} scalars (see --tag)")
+        if not same_schedule(curves):  # said before the table: its final and AULC then mix budgets
+            shown = ", ".join(f"{run} ({len(x)} evaluations, last at {x[-1]:.0f})" for run, (x, _) in zip(kept, curves))
+            print(f"a2ls plot: group {label}: its runs were evaluated at different env steps (another budget or "
+                  f"schedule): {shown}; each is drawn on its own x, the mean ± std only where all share x")
         groups[label] = curves
         members[label] = kept
     if args.baseline is not None and args.baseline not in groups:
@@ -213,6 +240,9 @@ def _aggregate_section(args: argparse.Namespace, members: dict[str, list[Path]],
     notes = [f"score: {'last evaluation' if args.score == 'final' else 'mean of the evaluations (AULC)'} of "
              f"{args.tag}, divided per task by {', '.join(f'{t} {v:g}' for t, v in result['reference'].items())}",
              f"tasks: {', '.join(result['tasks'])}; stratified bootstrap, {args.reps} replications, seed {args.seed}"]
+    for task, ends in result["mixed_budgets"].items():
+        notes.append(f"{task}: runs end at different env steps ({', '.join(f'{e:.0f}' for e in ends)}): their scores "
+                     "mix budgets")
     if result["dropped_tasks"]:
         notes.append(f"left out (not in every group): {', '.join(result['dropped_tasks'])}")
     dropped = {k: v for k, v in result["dropped_runs"].items() if v}

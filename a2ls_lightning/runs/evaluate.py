@@ -50,6 +50,13 @@ class EvaluationResult:
         return json.dumps(asdict(self), indent=1)
 
 
+def default_record(ckpt_path: str | Path, update: int, seed: int) -> Path:
+    """``<checkpoint stem>.update<U>.seed<S>.eval.json`` beside the checkpoint: one record per evaluation of a
+    policy (a ``last.ckpt`` moves on as training continues; another seed plays other episodes), none overwritten."""
+    ckpt = Path(ckpt_path)
+    return ckpt.with_name(f"{ckpt.stem}.update{int(update)}.seed{int(seed)}.eval.json")
+
+
 def load_policy(checkpoint: dict[str, Any]) -> SACModule:
     """The checkpoint's ``SACModule`` with its weights (CPU, eval mode; no trainer, no optimizer)."""
     known = {*model_defaults(), *SETTING_GROUPS}  # settings of this version; flat (older checkpoints) or grouped
@@ -73,7 +80,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, episodes: int = 10, seed: int | N
         video: write the first ``video_episodes`` episodes to this file (``.mp4``; GIF without an encoder).
         video_episodes: episodes recorded into ``video``.
         video_size: video frame side in pixels.
-        out: JSON record to write (default: ``<checkpoint stem>.eval.json`` next to the checkpoint).
+        out: JSON record to write (default: :func:`default_record`, next to the checkpoint).
         threads: torch CPU threads (default: as ``a2ls fit``).
 
     Raises:
@@ -122,6 +129,6 @@ def evaluate_checkpoint(ckpt_path: str | Path, episodes: int = 10, seed: int | N
         episode_seeds=seeds, returns=[float(r) for r in returns], mean=float(np.mean(returns)),
         std=float(np.std(returns)), seconds=time.perf_counter() - start, video=str(written) if written else None,
         settings={"action_repeat": repeat, "from_pixels": from_pixels, "episodes": episodes})
-    out = Path(out) if out is not None else Path(ckpt_path).with_suffix(".eval.json")
+    out = Path(out) if out is not None else default_record(ckpt_path, result.update, seed)
     atomic_write_text(out, result.to_json() + "\n")
     return result

@@ -3,7 +3,8 @@ each into ``<root>/seed_<n>/``, resumable, and a final table of final return and
 
 A seed whose ``result.json`` exists is done and skipped; a seed with a checkpoint but no result (interrupted,
 preempted, killed) resumes from its newest ``last.ckpt``; the others start. A seed's output goes to
-``<root>/seed_<n>/fit.log``. ``a2ls plot <root>`` then draws the seeds' mean ± std.
+``<root>/seed_<n>/fit.log``. ``a2ls plot <root>`` then draws the seeds' mean ± std. ``a2ls fit --seeds`` puts
+``<root>`` beside a single run's folder, never inside it (see :mod:`a2ls_lightning.cli.multi`).
 
 Stopping the runner (SIGTERM, SIGINT, SIGUSR1, SIGHUP) stops its training processes, each saved at its update in
 flight, starts no other seed, and then stops the runner by the same signal; a seed folder is trained by one process
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -52,6 +55,7 @@ class SeedResult:
     minutes: float | None = None
     exit_code: int = 0
     message: str = ""
+    env_steps: float | None = None  # of its last evaluation: the budget its final value is taken at
 
 
 def seed_folder(root: str | Path, seed: int) -> Path:
@@ -88,7 +92,8 @@ def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int
         root: the folder of the seeds' folders.
         jobs: processes at a time.
         threads: torch CPU threads per process.
-        echo: print a line when a seed starts and ends.
+        echo: print a line when a seed starts and ends, and every :data:`PROGRESS_EVERY` seconds one line with each
+            training seed's progress (from the plain progress lines of its ``fit.log``).
 
     Returns:
         One :class:`SeedResult` per seed, in the order of ``seeds``.
@@ -98,12 +103,65 @@ def run_seeds(fit_args: list[str], seeds: list[int], root: str | Path, jobs: int
     check(jobs >= 1, f"jobs={jobs} must be >= 1")
     check(threads >= 1, f"threads={threads} must be >= 1")
     Path(root).mkdir(parents=True, exist_ok=True)
-    with forwarding_signals(), ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(lambda s: _run_one(fit_args, s, Path(root), threads, echo), seeds))
+    if echo and not any(a.startswith("--trainer.enable_progress_bar") for a in fit_args):
+        # Each seed's progress lines go to its fit.log (plain lines, never a bar in a file): the runner reads them.
+        fit_args = [*fit_args, "--trainer.enable_progress_bar=true"]
+    training: dict[int, Path] = {}  # seed -> folder, while it trains
+    stop = threading.Event()
+    monitor = threading.Thread(target=_show_progress, args=(training, stop), daemon=True) if echo else None
+    if monitor is not None:
+        monitor.start()
+    try:
+        with forwarding_signals(), ThreadPoolExecutor(jobs) as pool:
+            return list(pool.map(lambda s: _run_one(fit_args, s, Path(root), threads, echo, training), seeds))
+    finally:
+        stop.set()
+        if monitor is not None:
+            monitor.join()
 
 
-def _run_one(fit_args: list[str], seed: int, root: Path, threads: int, echo: bool) -> SeedResult:
-    return run_seed(fit_args, seed, seed_folder(root, seed), threads=threads, echo=echo)
+def _run_one(fit_args: list[str], seed: int, root: Path, threads: int, echo: bool,
+             training: dict[int, Path]) -> SeedResult:
+    training[seed] = seed_folder(root, seed)
+    try:
+        return run_seed(fit_args, seed, seed_folder(root, seed), threads=threads, echo=echo)
+    finally:
+        training.pop(seed, None)
+
+
+#: Seconds between two progress lines of ``a2ls fit --seeds`` (each seed's latest progress, on one line).
+PROGRESS_EVERY = 30.0
+_PROGRESS = re.compile(r"updates (\d+)/(\d+) \((\d+)%\)(?:.*?eval/return=([-\d.]+))?")
+
+
+def progress_line(training: dict[int, Path]) -> str | None:
+    """``a2ls: seed 1 40% (800/2000 updates, eval/return 12.3) | seed 2 35% (...)``: each training seed's latest
+    progress line in its ``fit.log``; ``None`` when no seed has one yet."""
+    parts = []
+    for seed, folder in sorted(dict(training).items()):
+        found = None
+        try:
+            with open(folder / "fit.log", "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+                for line in log.read().decode(errors="replace").splitlines():
+                    found = _PROGRESS.search(line) or found
+        except OSError:
+            pass
+        if found is not None:
+            shown = f", eval/return {found[4]}" if found[4] else ""
+            parts.append(f"seed {seed} {found[3]}% ({found[1]}/{found[2]} updates{shown})")
+        else:
+            parts.append(f"seed {seed} starting")
+    return "a2ls: " + " | ".join(parts) if any("%" in part for part in parts) else None
+
+
+def _show_progress(training: dict[int, Path], stop: threading.Event) -> None:
+    last = None
+    while not stop.wait(PROGRESS_EVERY):
+        line = progress_line(training)
+        if line is not None and line != last:  # nothing new, nothing printed
+            print(line, flush=True)
+            last = line
 
 
 def run_seed(fit_args: list[str], seed: int, folder: str | Path, threads: int = 1, echo: bool = True,
@@ -180,8 +238,8 @@ def _train(fit_args: list[str], seed: int, folder: Path, lock: FolderLock, threa
         if echo:
             print(f"a2ls: seed {seed}: {status} (exit {code}): {message}", flush=True)
         return SeedResult(seed, str(folder), status, minutes=minutes, exit_code=code, message=message)
-    final, aulc = _final_and_aulc(folder)
-    result = SeedResult(seed, str(folder), "done", final, aulc, minutes)
+    final, aulc, env_steps = _final_and_aulc(folder)
+    result = SeedResult(seed, str(folder), "done", final, aulc, minutes, env_steps=env_steps)
     atomic_write_text(folder / RESULT, json.dumps(asdict(result), indent=1) + "\n")
     if echo:
         shown = f"final eval/return {final:.1f}, AULC {aulc:.1f}" if final is not None else "no evaluation logged"
@@ -189,14 +247,14 @@ def _train(fit_args: list[str], seed: int, folder: Path, lock: FolderLock, threa
     return result
 
 
-def _final_and_aulc(folder: Path) -> tuple[float | None, float | None]:
+def _final_and_aulc(folder: Path) -> tuple[float | None, float | None, float | None]:
     if not event_files(folder):
-        return None, None
+        return None, None, None
     scalars = read_scalars(folder, tags=("eval/return", "eval/env_steps"))
     if "eval/return" not in scalars:
-        return None, None
-    _, y = eval_curve(scalars)
-    return float(y[-1]), float(np.mean(y))
+        return None, None, None
+    x, y = eval_curve(scalars)
+    return float(y[-1]), float(np.mean(y)), float(x[-1])
 
 
 def _last_error(log: Path) -> str:
@@ -206,15 +264,21 @@ def _last_error(log: Path) -> str:
 
 
 def results_table(results: list[SeedResult]) -> str:
-    """Markdown table of the seeds and a mean ± std row over the seeds with a final return."""
-    rows = ["| seed | status | final eval/return | AULC | minutes |", "|---|---|---|---|---|"]
+    """Markdown table of the seeds (with the env steps of each one's last evaluation) and a mean ± std row over the
+    seeds with a final return; that row says so when their budgets differ (e.g. a seed recorded by an earlier call
+    with another ``max_steps``)."""
+    rows = ["| seed | status | final eval/return | AULC | env steps | minutes |", "|---|---|---|---|---|---|"]
     for r in results:
-        rows.append(f"| {r.seed} | {r.status} | {_num(r.final)} | {_num(r.aulc)} | {_num(r.minutes)} |")
-    finals = [r.final for r in results if r.final is not None]
-    aulcs = [r.aulc for r in results if r.aulc is not None]
-    if finals:
-        rows.append(f"| mean ± std ({len(finals)} seeds) | | {np.mean(finals):.1f} ± {np.std(finals):.1f} | "
-                    f"{np.mean(aulcs):.1f} ± {np.std(aulcs):.1f} | |")
+        steps = "–" if r.env_steps is None else f"{r.env_steps:.0f}"
+        rows.append(f"| {r.seed} | {r.status} | {_num(r.final)} | {_num(r.aulc)} | {steps} | {_num(r.minutes)} |")
+    done = [r for r in results if r.final is not None]
+    if done:
+        finals, aulcs = [r.final for r in done], [r.aulc for r in done]
+        ends = sorted({r.env_steps for r in done if r.env_steps is not None})
+        label = f"mean ± std ({len(done)} seeds" + ("; budgets differ" if len(ends) > 1 else "") + ")"
+        steps = "–" if not ends else f"{ends[0]:.0f}" + (f"–{ends[-1]:.0f}" if len(ends) > 1 else "")
+        rows.append(f"| {label} | | {np.mean(finals):.1f} ± {np.std(finals):.1f} | "
+                    f"{np.mean(aulcs):.1f} ± {np.std(aulcs):.1f} | {steps} | |")
     return "\n".join(rows)
 
 
