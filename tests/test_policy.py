@@ -17,7 +17,7 @@ from test_second_hour import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 PIXELS = [f"--config={ROOT / 'configs' / 'benchmark_pixels_cpu.yaml'}", "--data.task=cartpole-swingup",
-          "--model.num_filters=4", "--model.hidden_dim=16", "--model.feature_dim=8", "--data.batch_size=4",
+          "--model.network.num_filters=4", "--model.network.hidden_dim=16", "--model.network.feature_dim=8", "--data.batch_size=4",
           "--data.capacity=200", "--data.warmup_steps=12", "--data.eval_episodes=0", "--trainer.max_steps=3",
           "--trainer.callbacks.every_n_train_steps=3", "--trainer.enable_progress_bar=false"]
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter", "ignore:.*LeafSpec")
@@ -32,7 +32,7 @@ def _fit(args: list[str], root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def state_ckpt(tmp_path_factory) -> Path:
-    return _fit([*TINY, "--trainer.max_steps=50", "--model.obs_norm=true"], tmp_path_factory.mktemp("state"))
+    return _fit([*TINY, "--trainer.max_steps=50", "--model.network.obs_norm=true"], tmp_path_factory.mktemp("state"))
 
 
 def _observations(policy, n: int) -> np.ndarray:
