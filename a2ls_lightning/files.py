@@ -151,6 +151,13 @@ def remove_created_folders() -> list[Path]:
     return removed
 
 
+def forget_created_folders() -> None:
+    """A run started: the folders it was refused in would have been removed, those of a started run stay. Called at
+    each training start, so that a long-lived process (a search worker training candidate after candidate) keeps no
+    growing list, and a later refusal removes only the folders of its own run."""
+    _CREATED.clear()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with crash-safe local saves (see the module docstring).
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import tiny_data, tiny_module, tiny_trainer
 
+from a2ls_lightning import files
 from a2ls_lightning.files import AtomicCheckpointIO
 from a2ls_lightning.modules.run_checks import RunSetup
 
@@ -17,6 +18,15 @@ def test_a_plain_trainer_gets_the_run_setup_from_the_module(tmp_path):
     assert trainer.global_step == 2
     assert sum(isinstance(c, RunSetup) for c in trainer.callbacks) == 1
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert not files._CREATED  # a started run's folders are forgotten: a long-lived worker keeps no growing list
+
+
+def test_a_refused_run_removes_only_its_own_new_folders(tmp_path):
+    files.ensure_writable(tmp_path / "earlier" / "run", "x")
+    files.forget_created_folders()  # as at the start of that earlier run's training
+    files.ensure_writable(tmp_path / "refused" / "run", "y")
+    assert files.remove_created_folders() == [tmp_path / "refused" / "run", tmp_path / "refused"]
+    assert (tmp_path / "earlier" / "run").is_dir() and not (tmp_path / "refused").exists()
 
 
 def test_the_run_setup_refuses_before_any_env_step(tmp_path):

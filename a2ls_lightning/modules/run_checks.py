@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
-from a2ls_lightning.files import AtomicCheckpointIO, ensure_writable
+from a2ls_lightning.files import AtomicCheckpointIO, ensure_writable, forget_created_folders
 from a2ls_lightning.lightning_private import allow_unused_parameters
 from a2ls_lightning.modules.settings import flatten_model_settings, group_of
 
@@ -173,3 +173,6 @@ class RunSetup(Callback):
         if cudagraphs and trainer.strategy.root_device.type != "cuda":
             rank_zero_warn("model.runtime.cudagraphs=true without a CUDA device: the update runs as one uncaptured "
                            "function (what CUDA would capture)", category=UserWarning)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        forget_created_folders()  # past every check: this run's folders are its own from here on
