@@ -152,8 +152,9 @@ def test_a_module_without_the_hooks_is_refused_in_one_line():
         rule.combine(torch.tensor(1.0), {"aux": torch.tensor(2.0)}, [], example_features=torch.zeros(4, 5))
 
 
+@pytest.mark.parametrize("mode", ["labels", "labels+weights"])
 @pytest.mark.parametrize("credit", ["example", "batch"])
-def test_labels_mode_picks_allowed_slots_and_learns(credit):
+def test_labels_mode_picks_allowed_slots_and_learns(credit, mode):
     class Labelled(Toy):
         def aux_label_slots(self):
             return {"aux": 6}
@@ -161,7 +162,7 @@ def test_labels_mode_picks_allowed_slots_and_learns(credit):
         def aux_loss_names(self):
             return ["aux"]
 
-    toy, rule = Labelled(), RLAux(mode="labels+weights", lr=1e-2, reward_every=1, credit=credit)
+    toy, rule = Labelled(), RLAux(mode=mode, lr=1e-2, reward_every=1, credit=credit)
     rule.attach(toy)
     features = torch.randn(16, 5)
     allowed = torch.zeros(16, 6, dtype=torch.bool)
@@ -175,6 +176,7 @@ def test_labels_mode_picks_allowed_slots_and_learns(credit):
     total.backward()
     rule.after_update()
     assert rule._label_log_p == {} and rule._weight_log_p is None and rule._rewards_seen == 1
+    assert rule._names == ["aux"]  # the label's credit column (a labels-only policy was built before combine)
     assert not torch.equal(rule.policy.state_dict()["label_heads.aux.weight"], before["label_heads.aux.weight"])
 
 

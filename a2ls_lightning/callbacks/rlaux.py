@@ -275,6 +275,7 @@ class RLAux(HeldoutRule):
             self._ensure_built(features, names)
         check(names == self._names or "weights" not in self.mode,
               f"RLAux: auxiliary losses {names} differ from those the policy was built for, {self._names}")
+        self._names = list(names)  # "labels": a policy built by choose_labels had none (its credit columns)
         training, learning = torch.is_grad_enabled(), self._learning_now()
         credit = None
         if learning and self.credit_mode == "batch":  # before the step: the held-out loss the update should lower
