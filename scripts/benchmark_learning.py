@@ -119,7 +119,8 @@ VARIANTS["five_rlaux"] = [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2
 for _losses, _suite in ((NINE, "harmful"), (FIVE, "five")):
     VARIANTS[f"{_suite}_rlaux_credit"] = [f"--model.aux_losses={_losses}",
                                           "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux",
-                                          "--trainer.callbacks.credit=example", "--trainer.callbacks.initial_weight=1.0"]
+                                          "--trainer.callbacks.credit=example", "--trainer.callbacks.initial_weight=1.0",
+                                          "--trainer.callbacks.lr=1e-3"]
     VARIANTS[f"{_suite}_lookahead"] = [f"--model.aux_losses={_losses}",
                                        "--trainer.callbacks+=a2ls_lightning.callbacks.LookaheadWeights"]
 # The fused Adam step (faster; equal to the default foreach step up to rounding) against the foreach step under the
