@@ -169,8 +169,7 @@ class RLAux(HeldoutRule):
         self.generator: torch.Generator | None = None
         self._names: list[str] = []
         self._label_slots: dict[str, int] = {}
-        # bookkeeping of the update in flight (combine → after_update); never saved: see state_dict
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, Any] | None = None  # the update in flight (combine → after_update); not saved
         self._weight_log_p: Tensor | None = None  # [B, K] log-probabilities of this update's weight bins
         self._label_log_p: dict[str, Tensor] = {}  # name → [B] log-probabilities of this update's labels
         self._entropies: list[Tensor] = []  # [] mean entropies of this update's choices
@@ -357,8 +356,9 @@ class RLAux(HeldoutRule):
         """``aux_weight/<name>`` and ``rlaux/mean_weight/<name>`` (mean weight over the last batch),
         ``rlaux/reward`` (``"batch"``: the held-out loss before − after; ``"example"``: ``mean_b Σ_n w·c``, the
         first-order decrease up to ``η/B``; averaged over ranks), ``rlaux/advantage`` (``"example"``: its mean
-        magnitude), ``rlaux/entropy``, and the spread of the weights over the last training batch:
-        ``rlaux/weight_p10/<name>``, ``rlaux/weight_p90/<name>`` (10th and 90th percentiles, weights modes)."""
+        magnitude), ``rlaux/entropy`` (the bonus term, ``H(π) + Σ π log(bins · π₀)``: the entropy under a uniform start,
+        negative when far from a tilted one), and the weights' 10th and 90th percentiles over the last training batch,
+        ``rlaux/weight_p10/<name>``, ``rlaux/weight_p90/<name>`` (weights modes)."""
         out = super().metrics()
         out.update({f"rlaux/mean_weight/{name}": value for name, value in self.weights.items()})
         if self._last_weights is not None and self._last_weights.shape[1] == len(self._names):
