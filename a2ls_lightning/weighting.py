@@ -12,7 +12,9 @@ per-example (``per_example = False``, every rule but RL-AUX) first reduces each 
 (:func:`mean_per_example_losses`), so it behaves exactly as with the scalar. A module computes per-example losses
 only for a rule with ``per_example = True`` (reading the attribute with ``getattr(rule, "per_example", False)``)
 and declares that it can, with a class attribute ``per_example_losses = True``; a rule that needs more of a
-module (RL-AUX: ``heldout_main_loss()``) checks for it in its ``setup``.
+module checks for it in its ``setup``: RL-AUX and the look-ahead rule need ``heldout_main_loss(resample: bool = True,
+with_graph: bool = False) -> Tensor``, the main loss on a held-out batch (``resample=False``: the batch of the last
+call again; ``with_graph=True``: differentiable with respect to the module's parameters, for per-example credit).
 
 A weighting callback installs itself as ``pl_module.aux_weighting`` in ``setup``; with none, the module uses
 :class:`UnitWeights`. Under DDP a rule must take the same decision on every rank (reduce what it measures).

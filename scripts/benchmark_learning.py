@@ -14,6 +14,9 @@ as JSON under ``docs/benchmarks/runs/`` so an interrupted benchmark resumes wher
     python scripts/benchmark_learning.py --suite rlaux --seeds 1 2 3 --jobs 2      # RL-AUX vs fixed vs OL-AUX
     python scripts/benchmark_learning.py --suite harmful --seeds 1 2 3 4 5 --jobs 2
     python scripts/benchmark_learning.py --suite harmful --seeds 1 2 3 4 5 --variants harmful_rlaux
+    python scripts/benchmark_learning.py --suite harmful --seeds 1 2 3 4 5 --variants harmful_rlaux_credit \
+        harmful_lookahead --jobs 1                                  # per-example credit (RL-AUX, look-ahead)
+    python scripts/benchmark_learning.py --suite rlaux --seeds 1 2 3 --variants five_rlaux_credit five_lookahead
     python scripts/benchmark_learning.py --suite core --report-only     # tables and plots from stored runs
     python scripts/benchmark_learning.py --suite core --report-only --compare sac a2_winner_v forward_dynamics
                                                                         # + docs/compare_core.png/.md
@@ -110,7 +113,16 @@ VARIANTS["harmful_olaux"].append("--trainer.callbacks.lr=1e-4")  # OL-AUX's defa
 # RL-AUX's column (per-example weights): --suite harmful --variants harmful_rlaux; reported once it has records.
 VARIANTS["harmful_rlaux"] = [f"--model.aux_losses={NINE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
 # RL-AUX on the five useful losses (its defaults: the authors' weight grid, a reward every 4 updates).
+# harmful_rlaux and five_rlaux were recorded with version 0.3's RLAux (credit="batch", a uniform start); the pair
+# below names the per-example credit of version 0.4 (RLAux's default since) and the look-ahead rule explicitly.
 VARIANTS["five_rlaux"] = [f"--model.aux_losses={FIVE}", "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"]
+for _losses, _suite in ((NINE, "harmful"), (FIVE, "five")):
+    VARIANTS[f"{_suite}_rlaux_credit"] = [f"--model.aux_losses={_losses}",
+                                          "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux",
+                                          "--trainer.callbacks.credit=example", "--trainer.callbacks.initial_weight=1.0",
+                                          "--trainer.callbacks.lr=1e-3"]
+    VARIANTS[f"{_suite}_lookahead"] = [f"--model.aux_losses={_losses}",
+                                       "--trainer.callbacks+=a2ls_lightning.callbacks.LookaheadWeights"]
 # The fused Adam step (faster; equal to the default foreach step up to rounding) against the foreach step under the
 # same code, both named explicitly: "sac"'s records were made by earlier versions of the package, so only this pair
 # isolates the Adam step (would the fused step make a safe default?).
@@ -179,7 +191,8 @@ def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     if not event_files(log_dir):
         raise RuntimeError(f"no TensorBoard events under {log_dir}")
     scalars = read_scalars(log_dir)
-    return {t: v for t, v in scalars.items() if t in KEEP_TAGS or t.startswith(("aux_weight/", "olaux/", "rlaux/"))}
+    prefixes = ("aux_weight/", "olaux/", "rlaux/", "reweight/")
+    return {t: v for t, v in scalars.items() if t in KEEP_TAGS or t.startswith(prefixes)}
 
 
 def record_path(variant: str, seed: int, tag: str, task: str = "cheetah-run") -> Path:
@@ -666,10 +679,14 @@ def _stem(suite: str) -> str:
     return "rlaux_sac" if suite == "rlaux" else suite
 
 
+#: Variants a suite's report adds once they have records (run with --variants).
+LATE_VARIANTS = {"harmful": ["harmful_rlaux", "harmful_rlaux_credit", "harmful_lookahead"],
+                 "rlaux": ["five_rlaux_credit", "five_lookahead"]}
+
+
 def _report_variants(suite: str, tag: str) -> list[str]:
-    """The suite's variants, and RL-AUX's harmful-loss column once it has records."""
-    extra = ["harmful_rlaux"] if suite == "harmful" and _results("harmful_rlaux", tag) else []
-    return [*SUITES[suite], *extra]
+    """The suite's variants, and the late ones (RL-AUX's columns, the look-ahead rule) once they have records."""
+    return [*SUITES[suite], *(v for v in LATE_VARIANTS.get(suite, []) if _results(v, tag))]
 
 
 def harmful_section(tag: str) -> str:
@@ -688,7 +705,7 @@ def harmful_section(tag: str) -> str:
         return ""
     rows = ["| rule (nine losses) | seeds | AULC / reference's | final / reference's | gain over SAC kept (AULC) |",
             "|---|---|---|---|---|"]
-    for variant in [*(f"harmful_{r}" for r in HARMFUL_RULES), "harmful_rlaux"]:
+    for variant in [*(f"harmful_{r}" for r in HARMFUL_RULES), *LATE_VARIANTS["harmful"]]:
         m = means(variant)
         if m is None:
             rows.append(f"| {variant} | 0 | – | – | – |")

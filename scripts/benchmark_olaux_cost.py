@@ -18,8 +18,10 @@ on one batch sampled from a real state cheetah-run replay, the CPU-sized network
 
     python scripts/benchmark_olaux_cost.py --module --threads 1 --clock cpu --rounds 5 --updates 300
 
-``--module`` also times ``RLAux`` (per-example weights; its reward needs two held-out critic evaluations per
-rewarded update, the batch drawn from the real replay) at its default ``reward_every=4`` and at ``reward_every=1``.
+``--module`` also times the per-example rules, their held-out batches drawn from the real replay: ``RLAux`` with
+per-example credit (its default: a held-out critic forward and backward, and a double backward through the auxiliary
+losses, on every ``reward_every``-th update) at ``reward_every=4`` and 1, with ``credit="batch"`` (two held-out
+critic evaluations per rewarded update), and ``LookaheadWeights`` at ``credit_every=4`` and 1.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from a2ls_lightning.callbacks import (
     CosineGating,
     FixedWeights,
     GradientBalancing,
+    LookaheadWeights,
     OLAux,
     RLAux,
 )
@@ -123,8 +126,11 @@ RULES = {
 FIVE = {"fwd": "forward_dynamics", "inv": "inverse_dynamics", "rew": "reward_prediction",
         "rec": "state_reconstruction", "a2v": "a2_winner_v"}
 MODULE_RULES = {"FixedWeights": lambda: FixedWeights(1.0), "OLAux": lambda: OLAux(),
-                "RLAux (default: reward_every=4)": lambda: RLAux(),
-                "RLAux (reward_every=1)": lambda: RLAux(reward_every=1)}
+                "RLAux (default: example, every 4)": lambda: RLAux(),
+                "RLAux (example, reward_every=1)": lambda: RLAux(reward_every=1),
+                "RLAux (credit=batch, every 4)": lambda: RLAux(credit="batch", initial_weight=None),
+                "LookaheadWeights (default: every 4)": lambda: LookaheadWeights(),
+                "LookaheadWeights (credit_every=1)": lambda: LookaheadWeights(credit_every=1)}
 
 
 def module_rounds(rounds: int, updates: int, clock) -> dict[str, list[float]]:
@@ -180,7 +186,7 @@ def main() -> None:
                         help="wall-clock time, or this process's CPU time (steadier on a busy machine)")
     parser.add_argument("--rules", default=",".join(RULES), help=f"comma-separated subset of: {', '.join(RULES)}")
     parser.add_argument("--module", action="store_true",
-                        help="time SACModule.training_step in a Trainer (FixedWeights vs OLAux vs RLAux) instead")
+                        help="time SACModule.training_step in a Trainer (FixedWeights vs OLAux vs the per-example rules)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time

@@ -83,6 +83,9 @@ CASES = [
     ([RLAUX, "--trainer.callbacks.mode=weight", FWD], "RLAux: mode: Expected a typing.Literal"),
     ([RLAUX, "--trainer.callbacks.mode=labels", FWD], "SACModule declares none"),
     ([RLAUX, "--trainer.callbacks.reward_every=0", FWD], "RLAux.reward_every=0"),
+    ([RLAUX, "--trainer.callbacks.initial_weight=0.1", FWD], "RLAux.initial_weight=0.1"),
+    (["--trainer.callbacks+=a2ls_lightning.callbacks.LookaheadWeights", "--trainer.callbacks.max_weight=0.5", FWD],
+     "LookaheadWeights.max_weight=0.5"),
     (["--trainer.callbacks+=a2ls_lightning.callbacks.NoSuchCallback"], "NoSuchCallback"),
     (["--trainer.callbacks+=a2ls_lightning.callbacks.OLAx", FWD],
      "trainer.callbacks: a2ls_lightning.callbacks.OLAx: module 'a2ls_lightning.callbacks' has no attribute 'OLAx'; "

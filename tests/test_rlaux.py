@@ -33,11 +33,11 @@ class Toy:
         x = torch.randn(n, self.w_star.shape[0], generator=self.generator)
         return x, x @ self.w_star
 
-    def heldout_main_loss(self, resample: bool = True) -> torch.Tensor:
+    def heldout_main_loss(self, resample: bool = True, with_graph: bool = False) -> torch.Tensor:
         if resample:
             self.kept = self.sample(256)
         x, y = self.kept
-        with torch.no_grad():
+        with torch.set_grad_enabled(with_graph):
             return ((x @ self.theta - y) ** 2).mean()
 
     def step(self, rule: RLAux) -> torch.Tensor:
@@ -61,8 +61,11 @@ class Toy:
             return (p * rule.factors).sum(-1)[:, 0]
 
 
-def test_learns_low_weights_for_exactly_the_examples_whose_aux_loss_opposes_the_main_one():
-    toy, rule = Toy(), RLAux(lr=3e-3, reward_every=1, seed=0)
+BATCH = {"credit": "batch", "initial_weight": None}  # version 0.3's estimator and start (the authors')
+
+
+def test_batch_credit_learns_low_weights_for_exactly_the_examples_whose_aux_loss_opposes_the_main_one():
+    toy, rule = Toy(), RLAux(lr=3e-3, reward_every=1, seed=0, **BATCH)
     rule.attach(toy)
     for _ in range(1500):
         features = toy.step(rule)
@@ -73,7 +76,7 @@ def test_learns_low_weights_for_exactly_the_examples_whose_aux_loss_opposes_the_
 
 
 def test_reward_is_the_heldout_loss_before_minus_after_the_update():
-    toy, rule = Toy(), RLAux(lr=1e-2, reward_every=1)
+    toy, rule = Toy(), RLAux(lr=1e-2, reward_every=1, **BATCH)
     rule.attach(toy)
     seen = []
     original = toy.heldout_main_loss
@@ -149,7 +152,9 @@ def test_a_module_without_the_hooks_is_refused_in_one_line():
         rule.combine(torch.tensor(1.0), {"aux": torch.tensor(2.0)}, [], example_features=torch.zeros(4, 5))
 
 
-def test_labels_mode_picks_allowed_slots_and_learns():
+@pytest.mark.parametrize("mode", ["labels", "labels+weights"])
+@pytest.mark.parametrize("credit", ["example", "batch"])
+def test_labels_mode_picks_allowed_slots_and_learns(credit, mode):
     class Labelled(Toy):
         def aux_label_slots(self):
             return {"aux": 6}
@@ -157,7 +162,7 @@ def test_labels_mode_picks_allowed_slots_and_learns():
         def aux_loss_names(self):
             return ["aux"]
 
-    toy, rule = Labelled(), RLAux(mode="labels+weights", lr=1e-2, reward_every=1)
+    toy, rule = Labelled(), RLAux(mode=mode, lr=1e-2, reward_every=1, credit=credit)
     rule.attach(toy)
     features = torch.randn(16, 5)
     allowed = torch.zeros(16, 6, dtype=torch.bool)
@@ -165,11 +170,14 @@ def test_labels_mode_picks_allowed_slots_and_learns():
     toy.heldout_main_loss(True)
     labels = rule.choose_labels("aux", features, allowed)
     assert labels.shape == (16,) and labels.dtype == torch.long and (labels < 3).all()
-    total = rule.combine(torch.tensor(1.0, requires_grad=True), {"aux": torch.ones(16, requires_grad=True)}, [],
-                         example_features=features)
+    before = {k: v.clone() for k, v in rule.policy.state_dict().items()}
+    total = rule.combine(torch.tensor(1.0, requires_grad=True), {"aux": torch.ones(16, requires_grad=True)},
+                         [toy.theta], example_features=features)
     total.backward()
     rule.after_update()
-    assert len(rule._log_probs) == 0 and rule._rewards_seen == 1
+    assert rule._label_log_p == {} and rule._weight_log_p is None and rule._rewards_seen == 1
+    assert rule._names == ["aux"]  # the label's credit column (a labels-only policy was built before combine)
+    assert not torch.equal(rule.policy.state_dict()["label_heads.aux.weight"], before["label_heads.aux.weight"])
 
 
 # --- Lightning: a tiny module, DDP ----------------------------------------------------------------------------
@@ -197,11 +205,11 @@ class TinyModule(pl.LightningModule):
         x = torch.randn(n, 4, generator=g)
         return x, x.sum(1, keepdim=True).sin(), torch.randn(n, 2, generator=g)
 
-    def heldout_main_loss(self, resample: bool = True) -> torch.Tensor:
+    def heldout_main_loss(self, resample: bool = True, with_graph: bool = False) -> torch.Tensor:
         if resample:
             self._kept = self.data(10**6 + 1000 * self.global_step + self.global_rank, 64)
         x, y, _ = self._kept
-        with torch.no_grad():
+        with torch.set_grad_enabled(with_graph):
             return (self.main_head(self.encoder(x)) - y).pow(2).mean()
 
     def training_step(self, batch, batch_idx):
@@ -244,7 +252,8 @@ def test_trainer_checkpoint_resume_is_exact(tmp_path):
 
 
 def test_ddp_two_ranks_hold_identical_policies(tmp_path):
-    fit(TinyModule(out_dir=str(tmp_path)), RLAux(lr=1e-2, reward_every=1), 5, strategy="ddp_spawn", devices=2)
+    fit(TinyModule(out_dir=str(tmp_path)), RLAux(lr=1e-2, reward_every=1, **BATCH), 5, strategy="ddp_spawn",
+        devices=2)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert rank0["state"]["rewards_seen"] == 5
     for key, value in rank0["state"]["policy"].items():

@@ -3,148 +3,120 @@ Auxiliary Tasks with Reinforcement Learning", arXiv 2510.22940), as a weighting 
 
 A small policy (the "labeller", an MLP over each example's features) picks, per example ``b`` and auxiliary loss
 ``n``, a bin ``k`` of a log-spaced grid of weight factors (by default the authors' 21 bins, ``k ↦ 2^(8k/20 − 3)``,
-0.125 … 32). The loss to backpropagate is
+0.125 … 32). The loss to backpropagate is ``L = L_main + Σ_n mean_b( w[b, n] · L_n[b] )`` with ``L_n[b]`` the
+per-example auxiliary losses (``[B]``, the weighting contract's per-example form).
 
-    L = L_main + Σ_n mean_b( w[b, n] · L_n[b] )
+**Credit** (``credit``), i.e. what each choice is scored by:
 
-with ``L_n[b]`` the per-example auxiliary losses (``[B]``, the weighting contract's per-example form). The policy is
-rewarded by what the update did to the main loss on a held-out batch, through one module method,
-``heldout_main_loss(resample)``:
+- ``"example"`` (default): each choice on its own. ``c[b, n] = ⟨∇θ L_n[b], ∇θ L_main^held⟩`` over the shared
+  parameters (``callbacks/credit.py``: all ``B × K`` values in two extra reverse passes; the held-out gradient
+  averaged over DDP ranks first), normalised by its RMS over the batch (and ranks). To first order the update lowers
+  the held-out main loss by ``(η/B) · w[b, n] · c[b, n]``: that is the reward of choosing weight ``w`` for
+  ``(b, n)``, known for every bin, so the advantage of the sampled bin is ``(w[b, n] − E_π[w | b, n]) · ĉ[b, n]``
+  (the policy's own expected reward as the baseline: an advantage of ``ĉ`` alone would not depend on the choice
+  and teach nothing). A label choice is scored by ``w · ĉ`` of its example minus the batch's mean. The policy
+  follows ``E_π[w]`` up where ``c > 0`` and down where ``c < 0``.
+- ``"batch"``: the estimator of version 0.3, for reproducing the authors. One reward per update, the held-out main
+  loss before minus after it (``heldout_main_loss(resample=True)`` in ``combine``, ``resample=False`` in
+  ``after_update``: the same batch, crops and samples), minus a moving average, over its running standard deviation
+  (clipped at ±5), shared by all ``B × K`` choices: REINFORCE's noise grows with their number, and on SAC (256 × 5
+  choices) the policy learned nothing measurable.
 
-    reward = heldout_main_loss(resample=True)  [in combine, before the step]
-           − heldout_main_loss(resample=False) [in after_update, after it: the same batch, crops and samples]
+The policy takes one REINFORCE step on ``−mean_b Σ A · log π − entropy_coef · H`` with its own Adam (not PPO-clip, as
+the authors' SB3 agent: each update is a one-step contextual bandit whose samples are used once, so PPO's clipped
+ratio, which protects re-used samples, has nothing to protect).
 
-a before/after difference, so its level does not drift as training lowers (or, in RL, raises) the main loss.
-The advantage is the reward minus an exponential moving average of past rewards, divided by their running standard
-deviation (clipped at ±5); the policy takes one REINFORCE step on ``−A · mean_b Σ_n log π(k[b, n] | x_b) −
-entropy_coef · H`` with its own Adam (not the module's optimizer).
+**Do no harm.** ``initial_weight=1``: the weight head starts tilted, ``π₀(k) ∝ w_k^λ`` with ``λ`` solved so that
+``E[w] = 1`` (the authors' uniform start has a mean factor of 6.28: it applied an adversarial loss about 6x), and the
+entropy bonus is relative to that start (``−KL(π ‖ π₀)``), so a weak signal pulls back to ``E[w] = 1``; ``None``: a
+uniform start and a plain entropy bonus. With ``credit="example"`` an example whose auxiliary gradient opposes the
+held-out main gradient has ``c < 0`` and its expected weight falls below 1 (``tests/test_rlaux_credit.py``). The
+guarantee is first order and in expectation: at the start the update equals the unweighted one on average, and the
+weights move along the held-out main loss's first-order decrease. Limits: curvature is ignored (weights up to
+``max_factor`` where the credit is positive can still make a step too large), sampled weights add noise around the
+mean, one held-out batch can mislead, nothing bounds a rise of the main loss beyond first order, and a loss that at
+weight 1 already drives the main loss up faster than the weights learn (minus 4x the main loss) diverges.
 
 With ``mode="labels"`` (or ``"labels+weights"``) the policy also picks each example's auxiliary *label* among the
-slots the module declares: the module exposes ``aux_label_slots() -> {name: number of slots}`` and, before computing
-that loss, asks ``rule.choose_labels(name, example_features, allowed_mask)`` (``allowed_mask``: ``[B, slots]``
-bool, e.g. the 5 sub-classes of the example's super-class) → ``LongTensor [B]``. ``"labels"`` keeps every weight at 1
-(the paper's "RL-AUX labels, equal weight"). ``SACModule`` declares no label slots: the labels modes are refused for it.
-
-Why REINFORCE with a baseline, not PPO-clip (the authors use SB3 PPO): each update is a one-step contextual bandit.
-The policy's choices change one update's gradient and the reward is that update's effect; there is no temporal
-credit to assign (γ and GAE have nothing to discount), and every sample is used once (the next update has new
-examples), so PPO's clipped ratio, which protects *re-used* samples from a policy that moved away from the one that
-drew them, has nothing to protect. One policy-gradient step per update with a normalised advantage is the same
-estimator PPO would compute in its first epoch, without the rollout buffer, the value network or the extra epochs.
+slots the module declares (``aux_label_slots() -> {name: slots}``; the module calls ``rule.choose_labels(name,
+example_features, allowed_mask)`` → ``LongTensor [B]`` first); ``"labels"`` keeps every weight at 1.
 
 Departures from the authors' code (``MatthewSo/rl-aux``), and why:
 
-- Agent: REINFORCE with a moving-average baseline (above) instead of SB3 PPO (lr 3e-4, entropy 0.01, 10 epochs,
-  γ 0.99, GAE 0.95, clip 0.2). Kept: Adam with lr 3e-4 and an entropy coefficient of 0.01 by default.
-- Reward: the held-out main loss before minus after *each* update (the same batch, crops and samples), instead of
-  minus the primary loss on a random batch of 256 after the update, once per primary update (batch 100), zero on the
-  other 99 steps. The level drifts as training proceeds (so the agent is credited for the time, not its choices);
-  the difference does not, and every update gives a reward, so there is 100x more signal.
-- Diversity bonus (their +0.2 × entropy of the batch-averaged auxiliary targets, added to the reward): kept with
-  the same weight (``label_diversity_coef``), as a differentiable term of the policy's objective (the entropy of
-  its batch-averaged label distribution) rather than a reward, so it shapes the labeller directly instead of adding
-  noise to every update's advantage. Without it a labeller with a large step collapsed to one slot per superclass
-  in the toy (``scripts/rlaux_toy.py``).
-- No practice phase on a throwaway copy of the network (their every epoch: the agent learns on a copy, then the
-  real network trains with the agent's most likely actions; twice the compute). The agent learns on the real run,
-  sampling its actions (on-policy; the greedy action only where gradients are off, e.g. validation).
-- Observation: the example's features from the module (``example_features``: SAC's online features of the window's
-  first state, detached) instead of the raw image; like the authors, no label and no training-progress input.
-- Weights: the authors' grid and no normalisation over the batch (kept), the mean over the batch of the weighted
-  per-example losses (kept). Bins and range are settings.
-- DDP (the authors train on one device): rewards are averaged over ranks and the policy's gradients all-reduced
-  (mean) before its step; its initialisation and its sampling generator are seeded alike on every rank, so every
-  rank holds the same policy.
+- Credit (``"example"``): per-example first-order credit from a held-out gradient, instead of one reward per primary
+  update (batch 100), zero on the other 99 steps and spread by GAE (0.94^k); the baseline is the policy's expected
+  first-order reward per choice instead of a state-independent value net.
+- Start: expected weight 1 (above), not a uniform policy (mean factor 6.28). Agent: REINFORCE, not SB3 PPO; Adam
+  lr 1e-3, not 3e-4 (too slow to stop minus twice the main loss on half the examples, ``tests/contract_mixed_aux.py``).
+- Reward of ``credit="batch"``: the held-out main loss before minus after *each* update, instead of minus the primary
+  loss on a random batch after the update (a level that drifts as training proceeds).
+- Diversity bonus (their +0.2 × entropy of the batch-averaged auxiliary targets, in the reward): the same weight
+  (``label_diversity_coef``), as a differentiable term of the policy's objective.
+- No practice phase on a throwaway copy of the network: the agent learns on the real run, sampling its actions (the
+  greedy action where gradients are off, e.g. validation). Observation: the module's ``example_features`` (SAC: the
+  online features of the window's first state, detached) instead of the raw image.
+- DDP (the authors train on one device): credit (held-out gradient and scale) or rewards averaged over ranks, the
+  policy's gradients all-reduced before its step, initialisation and sampler seeded alike on every rank.
 
-Cost (``cd scripts && python benchmark_olaux_cost.py --module --threads 1 --clock cpu --rounds 5 --updates 100``:
-``SACModule.training_step`` in a Trainer, state cheetah-run sizes of ``configs/benchmark_cheetah_state_cpu.yaml``,
-five auxiliary losses, hidden 256, batch 256, one thread, CPU time, on a 2-core machine busy with two other runs):
-FixedWeights 13.7 ms per update, OLAux 1.18x, **RLAux (the default, ``reward_every=4``) 1.22x** (quartiles of rounds
-1.21-1.30), within the 1.5x budget; ``reward_every=1`` 1.58x (1.57-1.72). What dominates a rewarded update: the
-reward's two held-out critic evaluations, 2.6 + 2.3 ms (``SACModule.heldout_main_loss``: a forward of the encoder,
-the actor at s_1 and both critics on a second batch of 256), about half of its extra time; the rest is the policy's
-forward, sampling and REINFORCE step, and the per-example (eager) losses. ``reward_every=k`` pays the two evaluations
-and the policy step once every ``k`` updates (the choices of the other updates are sampled from the current policy
-but not learned from), hence the default of 4: the policy still takes a step every 4 updates (about 6,000 steps in
-a 100k-env-step SAC run).
+Cost (``callbacks/credit.py`` has the command): 1.31x a FixedWeights ``SACModule`` update at the default
+``reward_every=4`` (within the 1.5x budget); 1.97x with credit on every update; the updates between are sampled only.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from a2ls_lightning.callbacks.credit import (
+    HeldoutRule,
+    batch_advantage,
+    move_optimizer_state,
+    normalise_credit,
+    seeded,
+    step_with_mean_gradients,
+    weight_spread,
+)
 from a2ls_lightning.callbacks.gradients import all_reduce_mean
-from a2ls_lightning.callbacks.weighting import AuxWeighting
+from a2ls_lightning.callbacks.labeller import Labeller, tilt_for_mean
 from a2ls_lightning.validation import check, check_choice, check_integer, check_number
 
-RLAuxMode = Literal["weights", "labels", "labels+weights"]
-MODES: tuple[str, ...] = ("weights", "labels", "labels+weights")
-ADVANTAGE_CLIP = 5.0  # a normalised advantage beyond ±5 is an outlier (a spike of the loss), not information
+RLAuxMode, MODES = Literal["weights", "labels", "labels+weights"], ("weights", "labels", "labels+weights")
+Credit, CREDITS = Literal["example", "batch"], ("example", "batch")
+ADVANTAGE_CLIP = 5.0  # a normalised advantage (or credit) beyond ±5 is an outlier (a loss spike), not information
 
 
-class Labeller(nn.Module):
-    """The policy: ``[B, D]`` features → ``[B, K, bins]`` weight logits and, per labelled loss, ``[B, slots]``
-    label logits. A two-layer tanh trunk; the heads start at zero (a uniform policy, as a freshly initialised
-    SB3 policy is nearly)."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, n_losses: int, bins: int, label_slots: dict[str, int]) -> None:
-        super().__init__()
-        self.n_losses, self.bins = n_losses, bins
-        # Features are not normalised per example (a LayerNorm here mixed a one-dimension marker into the other
-        # dimensions and the opposing-loss test no longer separated the examples); their scale drifts as the module
-        # trains (the toy's ReLU features grew 9x in 60 epochs), which a running per-feature standardisation, averaged
-        # over DDP ranks, would address.
-        self.trunk = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, hidden_dim),
-                                   nn.Tanh())
-        self.weight_head = nn.Linear(hidden_dim, n_losses * bins) if n_losses else None
-        self.label_heads = nn.ModuleDict({name: nn.Linear(hidden_dim, n) for name, n in label_slots.items()})
-        for head in [self.weight_head, *self.label_heads.values()]:
-            if head is not None:
-                nn.init.zeros_(head.weight)
-                nn.init.zeros_(head.bias)
-
-    def weight_logits(self, features: Tensor) -> Tensor:
-        """``[B, D]`` → ``[B, K, bins]``."""
-        return self.weight_head(self.trunk(features)).unflatten(1, (self.n_losses, self.bins))
-
-    def label_logits(self, name: str, features: Tensor) -> Tensor:
-        """``[B, D]`` → ``[B, slots]``."""
-        return self.label_heads[name](self.trunk(features))
-
-
-class RLAux(AuxWeighting):
+class RLAux(HeldoutRule):
     """RL-AUX per-example weighting (and labelling) of auxiliary losses, as a Lightning callback (see the module
-    docstring for the rule, the departures from the authors' code and the cost).
+    docstring for the rule, its credit, the do-no-harm start, the departures from the authors' code and the cost).
 
     Needs a module that computes per-example auxiliary losses (``per_example_losses = True``: it passes ``[B]``
-    losses and ``example_features`` to ``combine``) and has ``heldout_main_loss(resample: bool) -> Tensor``
-    (``SACModule`` does both); for the labels modes also ``aux_label_slots()``. Outside a Trainer, call
-    :meth:`attach` with such a module (or any object with those methods) first.
+    losses and ``example_features`` to ``combine``) and has ``heldout_main_loss(resample, with_graph)``
+    (``SACModule`` does both; ``credit="batch"`` needs no ``with_graph``); for the labels modes also
+    ``aux_label_slots()``. Outside a Trainer, call :meth:`attach` with such a module first.
 
     Args:
-        mode: ``"weights"`` (per-example weights), ``"labels"`` (per-example auxiliary labels, weights 1) or
-            ``"labels+weights"``.
+        mode: ``"weights"``, ``"labels"`` (per-example auxiliary labels, weights 1) or ``"labels+weights"``.
+        credit: ``"example"`` (each choice scored by its own first-order credit) or ``"batch"`` (one held-out
+            reward per update for all choices, version 0.3's estimator).
         bins: number of weight bins, >= 2 (21: the authors' grid).
         min_factor: weight of bin 0, > 0 (0.125 = 2^-3).
         max_factor: weight of the last bin, > ``min_factor`` (32 = 2^5); bins are log-spaced in between.
+        initial_weight: expected weight of the untrained policy, strictly between ``min_factor`` and ``max_factor``
+            (1: the update starts as the unweighted one on average); ``None``: a uniform start (the authors').
         hidden_dim: width of the policy's two hidden layers.
-        lr: Adam learning rate of the policy (3e-4, SB3's and the authors' default).
-        entropy_coef: weight of the policy's entropy bonus, >= 0 (0.01, the authors' PPO setting).
-        label_diversity_coef: labels modes: weight of a bonus for the entropy of the batch-averaged label distribution,
-            >= 0 (the authors reward 0.2 × the entropy of the batch-averaged targets); it keeps the labeller from
-            giving every example of a group one slot (seen in the toy at a high ``lr``). 0: off.
-        baseline_decay: decay of the moving average (and variance) of rewards that makes the advantage, in [0, 1).
-        reward_every: measure the reward (two held-out evaluations) and step the policy every this many updates;
-            between them the policy's choices are still sampled and used, but not learned from. 1: every update
-            (1.58x FixedWeights' cost on SAC); 4 (default): 1.22x, within the 1.5x budget (see the cost above).
+        lr: Adam learning rate of the policy (1e-3; the authors' 3e-4 let a loss opposing the main one diverge).
+        entropy_coef: weight of the policy's entropy bonus (relative to its start), >= 0 (0.01, the authors').
+        label_diversity_coef: labels modes: weight of a bonus for the entropy of the batch-averaged labels, >= 0 (0.2:
+            the authors'). 0: off.
+        baseline_decay: ``credit="batch"``: decay of the moving average (and variance) of rewards, in [0, 1).
+        reward_every: measure credit (or the reward) and step the policy every this many updates; between them the
+            policy's choices are sampled and used, not learned from.
         seed: seed of the policy's initialisation and of its sampling generator (the same on every DDP rank).
 
-    Example (a plain loop; ``net`` has ``heldout_main_loss``)::
+    Example (a plain loop; ``net`` has ``heldout_main_loss(resample, with_graph)``)::
 
         rule = RLAux(); rule.attach(net)
         total = rule.combine(main_loss, {"aux": per_example_loss}, net.encoder.parameters(),
@@ -152,16 +124,16 @@ class RLAux(AuxWeighting):
         total.backward(); optimizer.step(); rule.after_update()
     """
 
-    per_example = True
-
     def __init__(
         self,
         mode: RLAuxMode = "weights",
+        credit: Credit = "example",
         bins: int = 21,
         min_factor: float = 0.125,
         max_factor: float = 32.0,
+        initial_weight: float | None = 1.0,
         hidden_dim: int = 64,
-        lr: float = 3e-4,
+        lr: float = 1e-3,
         entropy_coef: float = 0.01,
         label_diversity_coef: float = 0.2,
         baseline_decay: float = 0.99,
@@ -170,14 +142,20 @@ class RLAux(AuxWeighting):
     ) -> None:
         super().__init__()
         self.mode = check_choice("RLAux.mode", mode, MODES)
+        self.credit_mode = check_choice("RLAux.credit", credit, CREDITS)
+        self.needs_heldout_graph = self.credit_mode == "example"
         self.bins = check_integer("RLAux.bins", bins, 2)
         self.min_factor = check_number("RLAux.min_factor", min_factor, low=0.0, strict=True)
         self.max_factor = check_number("RLAux.max_factor", max_factor, low=self.min_factor, strict=True)
+        if initial_weight is not None:
+            initial_weight = check_number("RLAux.initial_weight", initial_weight, low=self.min_factor, strict=True)
+            check(initial_weight < self.max_factor, f"RLAux.initial_weight={initial_weight!r} is not allowed; "
+                  f"allowed: None or a number > min_factor ({self.min_factor}) and < max_factor ({self.max_factor})")
+        self.initial_weight = initial_weight
         self.hidden_dim = check_integer("RLAux.hidden_dim", hidden_dim, 1)
         self.lr = check_number("RLAux.lr", lr, low=0.0, strict=True)
         self.entropy_coef = check_number("RLAux.entropy_coef", entropy_coef, low=0.0)
         self.label_diversity_coef = check_number("RLAux.label_diversity_coef", label_diversity_coef, low=0.0)
-        self._diversities: list[Tensor] = []  # [] entropies of the batch-averaged label distributions (labels)
         self.baseline_decay = check_number("RLAux.baseline_decay", baseline_decay, low=0.0)
         check(self.baseline_decay < 1.0, f"RLAux.baseline_decay={baseline_decay!r} is not allowed; allowed: a "
               "finite number >= 0.0 and < 1")
@@ -191,13 +169,13 @@ class RLAux(AuxWeighting):
         self.generator: torch.Generator | None = None
         self._names: list[str] = []
         self._label_slots: dict[str, int] = {}
-        self._module = None  # a weak reference to what gives heldout_main_loss (set by attach)
-        # bookkeeping of the update in flight (combine → after_update); never saved: see state_dict
-        self._pending: dict[str, Any] | None = None
-        self._log_probs: list[Tensor] = []  # [B] summed log-probabilities of this update's choices
+        self._pending: dict[str, Any] | None = None  # the update in flight (combine → after_update); not saved
+        self._weight_log_p: Tensor | None = None  # [B, K] log-probabilities of this update's weight bins
+        self._label_log_p: dict[str, Tensor] = {}  # name → [B] log-probabilities of this update's labels
         self._entropies: list[Tensor] = []  # [] mean entropies of this update's choices
-        # reward statistics (tensors: no host sync per update) and counters
-        self._stats = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # see after_update
+        self._diversities: list[Tensor] = []  # [] entropies of the batch-averaged label distributions (labels)
+        # reward statistics of credit="batch" (tensors: no host sync per update) and counters
+        self._stats = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # see credit.batch_advantage
         self._rewards_seen = 0
         self._updates = 0
         self._last = {"reward": torch.zeros(()), "entropy": torch.zeros(()), "advantage": torch.zeros(())}
@@ -208,31 +186,26 @@ class RLAux(AuxWeighting):
     def attach(self, module: Any) -> None:
         """Use ``module.heldout_main_loss`` (and ``module.aux_label_slots`` in the labels modes); refuse, in one
         line naming what is missing, a module that lacks them. ``setup`` calls this under a Trainer."""
-        kind = type(module).__name__
-        check(callable(getattr(module, "heldout_main_loss", None)),
-              f"RLAux needs the module's heldout_main_loss(resample: bool) -> Tensor (the main loss on a held-out "
-              f"batch, its reward); {kind} has none")
+        super().attach(module)
         if "labels" in self.mode:
+            kind = type(module).__name__
             slots = getattr(module, "aux_label_slots", None)
             check(callable(slots), f"RLAux.mode={self.mode!r} needs a module that declares auxiliary label slots "
                   f"(aux_label_slots() -> {{name: slots}}); {kind} declares none: use mode='weights'")
             self._label_slots = {str(k): check_integer(f"{kind}.aux_label_slots()[{k!r}]", v, 2)
                                  for k, v in dict(slots()).items()}
-        self._module = weakref.ref(module) if _weakrefable(module) else (lambda: module)
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        check(getattr(pl_module, "per_example_losses", False),
-              f"RLAux needs per-example auxiliary losses: {type(pl_module).__name__} does not declare "
-              "per_example_losses = True (it must pass [B] losses and example_features to combine)")
-        self.attach(pl_module)
 
     def _build(self, in_dim: int, names: list[str], device: torch.device) -> None:
         """The policy, its optimizer and its generator, seeded alike on every rank (first use, or a resume)."""
         n_weighted = len(names) if "weights" in self.mode else 0
-        with torch.random.fork_rng(devices=[]):  # the initialisation draws from a seeded CPU generator only
-            torch.manual_seed(self.seed)
-            self.policy = Labeller(in_dim, self.hidden_dim, n_weighted, self.bins, self._label_slots)
+        bias = torch.zeros(self.bins, dtype=torch.float64)
+        if self.initial_weight is not None:  # π_k ∝ w_k^λ with E_π[w] = initial_weight
+            bias = tilt_for_mean(self.factors.cpu(), self.initial_weight) * self.factors.cpu().double().log()
+        # the entropy bonus is taken relative to this start, −KL(π ‖ π₀) + const: with a weak signal it pulls the
+        # policy back to E[w] = initial_weight, where a plain entropy bonus pulls it to the grid's mean (6.28)
+        self._prior_shift = (torch.log_softmax(bias, 0) + math.log(self.bins)).float().to(device)  # 0: uniform
+        self.policy = seeded(self.seed, lambda: Labeller(in_dim, self.hidden_dim, n_weighted, self.bins,
+                                                         self._label_slots, bias))
         self.policy.to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.lr)
         self.generator = torch.Generator(device=device).manual_seed(self.seed + 1)
@@ -255,6 +228,12 @@ class RLAux(AuxWeighting):
 
     def _learning_now(self) -> bool:
         return torch.is_grad_enabled() and self._updates % self.reward_every == 0
+
+    def expected_weights(self, example_features: Tensor) -> Tensor:
+        """``[B, D]`` → ``[B, K]``: the policy's expected weight ``E_π[w]`` per example and loss (no gradient)."""
+        with torch.no_grad():
+            p = torch.softmax(self.policy.weight_logits(example_features.float()), -1)  # [B, K, bins]
+            return (p * self.factors).sum(-1)
 
     def choose_labels(self, name: str, example_features: Tensor, allowed_mask: Tensor | None = None) -> Tensor:
         """Each example's auxiliary label for loss ``name``: ``LongTensor [B]`` in ``[0, slots)``, sampled among the
@@ -279,32 +258,33 @@ class RLAux(AuxWeighting):
                 return log_p.argmax(dim=-1)
             labels = torch.multinomial(log_p.exp(), 1, generator=self.generator).squeeze(1)  # [B]
             if learning:
-                self._log_probs.append(log_p.gather(1, labels[:, None]).squeeze(1))
+                self._label_log_p[name] = log_p.gather(1, labels[:, None]).squeeze(1)
                 p = log_p.exp()  # masked slots: p = 0 and log p = -inf, which count 0 in the entropy
                 self._entropies.append(-(p * torch.where(p > 0, log_p, 0.0)).sum(-1).mean())
                 average = p.mean(0)  # [slots]: how the batch's labels spread over the slots
                 self._diversities.append(-(average * torch.log(average.clamp_min(1e-12))).sum())
         return labels
 
+    def _forget_choices(self) -> None:
+        self._weight_log_p, self._label_log_p, self._entropies, self._diversities = None, {}, [], []
+
     def _combine(self, main_loss, aux_losses, names, shared_parameters, example_features=None):
-        check(example_features is not None, "RLAux needs example_features ([B, D], detached) in combine: the module "
-              "must pass them with its per-example losses")
-        for name, loss in zip(names, aux_losses):
-            check(loss.ndim == 1 and loss.shape[0] == example_features.shape[0],
-                  f"RLAux needs per-example auxiliary losses: {name!r} has shape {tuple(loss.shape)}, expected "
-                  f"[{example_features.shape[0]}]")
-        features = example_features.detach().float()
+        features = self._check_inputs("RLAux", aux_losses, names, example_features)
         if self.policy is None:
             self._ensure_built(features, names)
         check(names == self._names or "weights" not in self.mode,
               f"RLAux: auxiliary losses {names} differ from those the policy was built for, {self._names}")
+        self._names = list(names)  # "labels": a policy built by choose_labels had none (its credit columns)
         training, learning = torch.is_grad_enabled(), self._learning_now()
-        if learning:  # before the step: the held-out loss the update should lower
+        credit = None
+        if learning and self.credit_mode == "batch":  # before the step: the held-out loss the update should lower
             self._pending = {"before": self._heldout(resample=True)}
-        elif training:  # choices of an update without a reward (reward_every > 1) are not learned from
-            self._log_probs.clear()
-            self._entropies.clear()
-            self._diversities.clear()
+        elif learning:  # [B, K] normalised per-example credit (outliers clipped)
+            raw = self.credit(aux_losses, shared_parameters)
+            credit = normalise_credit(raw).clamp(-ADVANTAGE_CLIP, ADVANTAGE_CLIP)
+        elif training:  # choices of an update without credit (reward_every > 1) are not learned from
+            self._forget_choices()
+        expected = None
         if "weights" in self.mode:
             with torch.set_grad_enabled(learning), torch.autocast(features.device.type, enabled=False):
                 log_p = torch.log_softmax(self.policy.weight_logits(features), dim=-1)  # [B, K, bins]
@@ -314,11 +294,15 @@ class RLAux(AuxWeighting):
                 else:  # e.g. validation: the most likely bin
                     bins = log_p.argmax(dim=-1)
                 if learning:
-                    self._log_probs.append(log_p.gather(2, bins[..., None]).squeeze(2).sum(1))  # [B]
-                    self._entropies.append(-(log_p.exp() * log_p).sum(-1).mean())
+                    self._weight_log_p = log_p.gather(2, bins[..., None]).squeeze(2)  # [B, K]
+                    self._entropies.append(-(log_p.exp() * (log_p - self._prior_shift)).sum(-1).mean())
+                    expected = (log_p.detach().exp() * self.factors).sum(-1)  # [B, K] E_π[w]
             weights = self.factors[bins]  # [B, K]
         else:
             weights = features.new_ones(features.shape[0], len(names))
+        if credit is not None:
+            self._pending = {"credit": credit, "weights": weights, "expected": expected,
+                             "reward": (weights * raw).sum(1).mean()}
         self._mean_weights = dict(zip(names, weights.mean(0).unbind()))
         if training and "weights" in self.mode:
             self._last_weights = weights.detach()
@@ -329,68 +313,56 @@ class RLAux(AuxWeighting):
             self._updates += 1
         return total
 
-    def _heldout(self, resample: bool) -> Tensor:
-        module = self._module() if self._module is not None else None
-        check(module is not None, "RLAux needs the module's heldout_main_loss(): use it as a Trainer callback or "
-              "call attach(module) first")
-        with torch.no_grad():
-            return module.heldout_main_loss(resample=resample).detach().float().reshape(())
-
     def after_update(self) -> None:
-        """After the optimizer step: the reward (held-out loss before − after, averaged over ranks), the advantage,
+        """After the optimizer step: the advantages (per example, or from the held-out reward averaged over ranks)
         and one REINFORCE step of the policy (its gradients averaged over ranks first)."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        reward = all_reduce_mean((pending["before"] - self._heldout(resample=False)).reshape(1)).reshape(())
-        log_probs, entropies, diversities = self._log_probs, self._entropies, self._diversities
-        self._log_probs, self._entropies, self._diversities = [], [], []
-        # advantage against the statistics of the *earlier* rewards (a baseline that does not see this reward)
-        # [EMA of rewards, EMA of squared deviations, decay^n]: EMAs started at 0, bias-corrected as Adam's are
-        mean, var, power = self._stats.unbind()
-        r, d = reward.double(), self.baseline_decay
-        if self._rewards_seen >= 2:
-            bias = 1.0 - power
-            advantage = (r - mean / bias) / (var / bias).sqrt().clamp_min(1e-12)
-            advantage = advantage.clamp(-ADVANTAGE_CLIP, ADVANTAGE_CLIP)
-        else:  # no spread yet to normalise by: learn from the entropy bonus only
-            advantage = torch.zeros_like(r)
-        previous = mean / (1.0 - power) if self._rewards_seen else r
-        self._stats = torch.stack([d * mean + (1 - d) * r, d * var + (1 - d) * (r - previous) ** 2, power * d])
-        self._rewards_seen += 1
+        weight_log_p, label_log_p = self._weight_log_p, self._label_log_p
+        entropies, diversities = self._entropies, self._diversities
+        self._forget_choices()
+        if "credit" in pending:
+            reward = all_reduce_mean(pending["reward"].reshape(1)).reshape(())
+            weighted = pending["credit"] * pending["weights"]  # [B, K] first-order reward of each choice
+            surrogate, advantage = 0.0, torch.zeros(())
+            if weight_log_p is not None:
+                advantage = (pending["weights"] - pending["expected"]) * pending["credit"]  # [B, K]
+                surrogate = (advantage * weight_log_p).sum(1)  # [B]
+            for name, log_p in label_log_p.items():
+                k = self._names.index(name) if name in self._names else None
+                if k is not None:  # a label is scored by its example's reward against the batch's mean
+                    score = weighted[:, k]
+                    surrogate = surrogate + (score - all_reduce_mean(score.mean().reshape(1))) * log_p
+            log_term = surrogate.mean() if isinstance(surrogate, Tensor) else None
+            advantage = advantage.abs().mean()
+            self._rewards_seen += 1
+        else:
+            reward = all_reduce_mean((pending["before"] - self._heldout(resample=False)).reshape(1)).reshape(())
+            advantage, self._stats = batch_advantage(self._stats, self._rewards_seen, reward, self.baseline_decay)
+            self._rewards_seen += 1
+            parts = ([weight_log_p.sum(1)] if weight_log_p is not None else []) + list(label_log_p.values())
+            log_term = advantage.float() * torch.stack(parts).sum(0).mean() if parts else None
         self._last = {"reward": reward.detach(), "advantage": advantage.detach().float(),
                       "entropy": torch.stack(entropies).mean().detach() if entropies else self._last["entropy"]}
-        if not log_probs:
+        if log_term is None:
             return
-        log_prob = torch.stack(log_probs).sum(0).mean()  # mean over examples of Σ over this update's choices
-        entropy = torch.stack(entropies).mean()
-        objective = -(advantage.float() * log_prob) - self.entropy_coef * entropy
+        objective = -log_term - self.entropy_coef * torch.stack(entropies).mean()
         if diversities:  # a differentiable bonus here, where the authors add it to the reward
             objective = objective - self.label_diversity_coef * torch.stack(diversities).mean()
-        params = [p for p in self.policy.parameters()]
-        grads = torch.autograd.grad(objective, params, allow_unused=True)
-        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-        flat = all_reduce_mean(flat)  # every rank takes the same step
-        offset = 0
-        for p in params:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        step_with_mean_gradients(objective, self.policy, self.optimizer)
 
     def metrics(self) -> dict[str, float]:
         """``aux_weight/<name>`` and ``rlaux/mean_weight/<name>`` (mean weight over the last batch),
-        ``rlaux/reward`` (the last one, averaged over ranks), ``rlaux/advantage``, ``rlaux/entropy``, and how the
-        weights spread over the last training batch's examples: ``rlaux/weight_p10/<name>``, ``rlaux/weight_p90/<name>``
-        (10th and 90th percentiles, weights modes)."""
+        ``rlaux/reward`` (``"batch"``: the held-out loss before − after; ``"example"``: ``mean_b Σ_n w·c``, the
+        first-order decrease up to ``η/B``; averaged over ranks), ``rlaux/advantage`` (``"example"``: its mean
+        magnitude), ``rlaux/entropy`` (the bonus term, ``H(π) + Σ π log(bins · π₀)``: the entropy under a uniform start,
+        negative when far from a tilted one), and the weights' 10th and 90th percentiles over the last training batch,
+        ``rlaux/weight_p10/<name>``, ``rlaux/weight_p90/<name>`` (weights modes)."""
         out = super().metrics()
         out.update({f"rlaux/mean_weight/{name}": value for name, value in self.weights.items()})
         if self._last_weights is not None and self._last_weights.shape[1] == len(self._names):
-            levels = torch.tensor([0.1, 0.9], device=self._last_weights.device)
-            spread = torch.quantile(self._last_weights.float(), levels, dim=0).cpu()  # [2, K]
-            for k, name in enumerate(self._names):
-                out[f"rlaux/weight_p10/{name}"] = float(spread[0, k])
-                out[f"rlaux/weight_p90/{name}"] = float(spread[1, k])
+            out.update(weight_spread("rlaux", self._last_weights, self._names))
         out.update({f"rlaux/{key}": float(value) for key, value in self._last.items()})
         return out
 
@@ -423,13 +395,13 @@ class RLAux(AuxWeighting):
         self._label_slots = dict(state_dict["label_slots"]) or self._label_slots
         self._rewards_seen, self._updates = int(state_dict["rewards_seen"]), int(state_dict["updates"])
         self._last = dict(state_dict["last"])
-        self._stats = state_dict["stats"].clone()
-        self._pending, self._log_probs, self._entropies, self._diversities = None, [], [], []
+        self._pending = None
+        self._forget_choices()
         if state_dict["policy"] is None:
             self.policy = self.optimizer = self.generator = None
+            self._stats = state_dict["stats"].clone()
             return
-        device = torch.device("cpu")
-        self._build(int(state_dict["in_dim"]), list(state_dict["names"]), device)
+        self._build(int(state_dict["in_dim"]), list(state_dict["names"]), torch.device("cpu"))
         self.policy.load_state_dict(state_dict["policy"])
         self.optimizer.load_state_dict(state_dict["optimizer"])
         self.generator.set_state(state_dict["generator"])
@@ -439,29 +411,10 @@ class RLAux(AuxWeighting):
         # a policy restored from a checkpoint is built on the CPU: move it where the module trains
         device = pl_module.device
         if self.policy is not None and self.factors.device != device:
-            self._move(device)
-
-    def _move(self, device: torch.device) -> None:
-        self.policy.to(device)
-        for state in self.optimizer.state.values():
-            for key, value in state.items():
-                if isinstance(value, Tensor) and key != "step":
-                    state[key] = value.to(device)
-        if self.generator.device != device:
-            seed_state = self.generator.get_state()
-            self.generator = torch.Generator(device=device)
-            if device.type == "cpu":
-                self.generator.set_state(seed_state)
-            else:  # a CPU generator's state does not carry over to a device generator: reseed deterministically
-                self.generator.manual_seed(self.seed + 1 + self._updates)
-        self.factors = self.factors.to(device)
-        self._stats = self._stats.to(device)
-        self._mean_weights = {k: v.to(device) for k, v in self._mean_weights.items()}
-
-
-def _weakrefable(obj: Any) -> bool:
-    try:
-        weakref.ref(obj)
-    except TypeError:
-        return False
-    return True
+            self.policy.to(device)
+            move_optimizer_state(self.optimizer, device)
+            if self.generator.device != device:  # a CPU generator's state does not carry over to a device one
+                self.generator = torch.Generator(device=device).manual_seed(self.seed + 1 + self._updates)
+            self.factors, self._prior_shift = self.factors.to(device), self._prior_shift.to(device)
+            self._stats = self._stats.to(device)
+            self._mean_weights = {k: v.to(device) for k, v in self._mean_weights.items()}

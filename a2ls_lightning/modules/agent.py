@@ -234,9 +234,9 @@ class SACModule(pl.LightningModule):
             count_logging_step(trainer)  # logs land on the update that made them
             batch = data.transfer_batch_to_device(data.next_batch(), self.device, 0)
 
-    @torch.no_grad()
-    def heldout_main_loss(self, resample: bool = True) -> torch.Tensor:
-        """The critic loss on a held-out replay batch with the current networks: a scalar tensor, no grad.
+    def heldout_main_loss(self, resample: bool = True, with_graph: bool = False) -> torch.Tensor:
+        """The critic loss on a held-out replay batch with the current networks: a scalar tensor, no grad
+        (``with_graph=True``: with its graph, for a rule that differentiates it, e.g. per-example credit).
 
         ``resample=True`` draws a new batch (``replay.sample()``, the replay's own seeded generator, so resumes
         stay exact) and keeps it; ``resample=False`` scores the kept batch again. Each batch gets a fixed seed
@@ -260,9 +260,11 @@ class SACModule(pl.LightningModule):
             self._heldout = (batch, seed)
         batch, seed = self._heldout
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), self.trainer.precision_plugin.forward_context():
+        with torch.random.fork_rng(devices=devices), self.trainer.precision_plugin.forward_context(), \
+                torch.set_grad_enabled(with_graph):
             torch.manual_seed(seed)
-            return self.learner.main_loss(batch).detach().float()
+            loss = self.learner.main_loss(batch).float()
+            return loss if with_graph else loss.detach()
 
     def graphed_update(self, optimizer: torch.optim.Optimizer, weighting: AuxWeightingProtocol) -> GraphedUpdate:
         """This module's whole update (losses, ``weighting``, backward, ``optimizer`` step, target EMA) as a
