@@ -190,6 +190,9 @@ class OptimizerSettings:
             (1e-9 relative after one update), but runs then take other trajectories, as under another seed; not
             the default, so that every stored result stays reproducible bit for bit. Refused in one line where
             this torch cannot fuse Adam on the device. May change when a run resumes.
+        lr_decay_to: decay the learning rates of the encoder, critic and actor linearly over the run, from their
+            value to this fraction of it at ``trainer.max_steps`` (SimbaV2: 0.5, 1e-4 to 5e-5; Lee et al. 2025);
+            null: constant. The temperature's rate stays constant. Not with ``runtime.cudagraphs``.
     """
 
     actor_lr: float = 1e-3
@@ -200,9 +203,12 @@ class OptimizerSettings:
     alpha_beta1: float = 0.5
     weight_decay: float = 0.0
     fused_adam: bool = False
+    lr_decay_to: float | None = None
 
     def __post_init__(self) -> None:
-        _finite("optim", ("actor_lr", "critic_lr", "alpha_lr", "encoder_lr"), self)
+        _finite("optim", ("actor_lr", "critic_lr", "alpha_lr", "encoder_lr", "lr_decay_to"), self)
+        check(self.lr_decay_to is None or 0 <= self.lr_decay_to <= 1, f"model.optim.lr_decay_to={self.lr_decay_to} "
+              "must be in [0, 1] (the final fraction of each learning rate) or null")
         for name in ("actor_lr", "critic_lr", "alpha_lr"):
             check(getattr(self, name) > 0, f"model.optim.{name}={getattr(self, name)} must be > 0")
         check(self.encoder_lr is None or self.encoder_lr > 0, f"model.optim.encoder_lr={self.encoder_lr} must be > 0 "

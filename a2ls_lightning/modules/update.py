@@ -88,6 +88,8 @@ def run_update(module: Any, batch: Mapping[str, torch.Tensor]) -> None:
         counted_step(opt, opt.optimizer.step)
     else:
         opt.step()
+    if module.lr_schedule is not None:  # optim.lr_decay_to: the rates of the next update
+        module.lr_schedule.step()
     if update % sac.target_update_freq == 0:
         module.learner.update_targets(sac.critic_tau, sac.encoder_tau)
     module.after_update(update, main, aux, metrics)
