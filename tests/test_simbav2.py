@@ -1,5 +1,5 @@
 """SimbaV2's parts as SACModule options (Lee et al. 2025, "Hyperspherical Normalization for Scalable Deep RL"):
-learning-rate decay; each trains through the real ``a2ls fit`` on cheetah-run, checkpoints and resumes exactly, and
+learning-rate decay, the categorical critic with reward normalisation; each trains through the real ``a2ls fit`` on cheetah-run, checkpoints and resumes exactly, and
 bad settings are refused in one line."""
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_module
+from tensordict import TensorDict
 
 from a2ls_lightning import SACModule
+from a2ls_lightning.data.returns import ReturnStatistics
+from a2ls_lightning.modules.distributional import categorical_loss, categorical_projection, expected_value
+from a2ls_lightning.modules.sac import Critic
 from a2ls_lightning.modules.optim import lr_schedule, make_optimizer
 from a2ls_lightning.modules.settings import OptimizerSettings, flatten_model_settings
 
@@ -26,6 +30,11 @@ TINY = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--mo
 #: Each option as ``a2ls fit`` arguments, and the settings its checkpoint must record.
 OPTIONS = {
     "lr_decay": (["--model.optim.lr_decay_to=0.5"], {"lr_decay_to": 0.5}),
+    "categorical": (["--model.network.critic_bins=11", "--model.sac.reward_norm_g_max=5",
+                     "--model.aux_losses={fwd: forward_dynamics}"], {"critic_bins": 11, "reward_norm_g_max": 5.0}),
+    "categorical_one_q": (["--model.network.critic_bins=7", "--model.network.num_q=1",
+                           "--model.network.critic_min_value=-2", "--model.network.critic_max_value=3"],
+                          {"critic_bins": 7, "num_q": 1, "critic_min_value": -2.0, "critic_max_value": 3.0}),
 }
 
 
@@ -56,6 +65,82 @@ def test_lr_decay_is_linear_to_the_fraction_and_leaves_the_temperature_alone():
     assert [s["encoder"] for s in seen] == [s["critic"] for s in seen]
     assert all(s["alpha"] == 1e-4 for s in seen)
     assert lr_schedule(opt, OptimizerSettings(), max_steps=4) is None
+
+
+# --- the categorical critic and reward normalisation -------------------------------------------------------------
+def test_categorical_projection_by_hand():
+    support = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0])  # 5 atoms, 0.5 apart
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2]])
+    reward = torch.tensor([[0.1], [3.0], [-2.0]])
+    not_terminal = torch.tensor([[1.0], [0.0], [1.0]])
+    entropy = torch.tensor([[0.25], [0.25], [0.0]])  # α log π(a'|s')
+    out = categorical_projection(probs, support, reward, not_terminal, 0.8, entropy)
+    # row 0: atom −0.5 → 0.1 + 0.8·(−0.5 − 0.25) = −0.5 (exactly an atom); atom 0.5 → 0.1 + 0.8·0.25 = 0.3, 0.6 of
+    # the way from 0 to 0.5: 0.4 of its 0.5 on 0, 0.6 on 0.5. Row 1: terminal, r = 3 clipped to 1. Row 2: every
+    # atom at −2 + 0.8·z <= −1.2, clipped to −1.
+    expected = torch.tensor([[0.0, 0.5, 0.2, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(out, expected, atol=1e-6)
+    # inside the support the projection keeps the mean: 0.5·(−0.5) + 0.5·0.3 = −0.1
+    assert torch.allclose((out[0] * support).sum(), torch.tensor(-0.1), atol=1e-6)
+    logits = torch.log(expected[:1] * 0.999 + 0.0002)
+    assert categorical_loss(logits, expected[:1]) < categorical_loss(torch.zeros(1, 5), expected[:1])
+
+
+def test_categorical_critic_gives_the_expectation_and_the_actor_its_gradient():
+    critic = Critic(8, 2, 16, num_q=2, bins=11, v_min=-5, v_max=5)
+    features, action = torch.randn(4, 8), torch.rand(4, 2, requires_grad=True)
+    l1, l2 = critic.logits(features, action)
+    q1, q2 = critic(features, action)
+    assert l1.shape == (4, 11) and q1.shape == (4, 1)
+    assert torch.allclose(q1, (torch.softmax(l1, -1) * torch.linspace(-5, 5, 11)).sum(-1, keepdim=True))
+    assert torch.allclose(q2, expected_value(l2, critic.support))
+    q1.sum().backward()
+    assert action.grad.abs().sum() > 0  # the actor's objective reaches the action through the expectation
+    assert "support" in critic.state_dict() and "support" not in Critic(8, 2, 16).state_dict()
+
+
+def _batch(rewards: torch.Tensor) -> TensorDict:
+    b = rewards.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    return TensorDict({"observation": torch.randn(b, 2, 17, generator=gen),
+                       "action": torch.rand(b, 2, 6, generator=gen) * 2 - 1, "reward": rewards,
+                       "terminated": torch.zeros(b, 2, 1, dtype=torch.bool)}, batch_size=[b, 2])
+
+
+@pytest.mark.parametrize("bins", [0, 11])
+def test_reward_scale_divides_the_rewards_of_the_update(bins):
+    module = tiny_module(critic_bins=bins, reward_norm_g_max=5.0)
+    module.build((17,), 6)
+    rewards = torch.rand(6, 2, 1, generator=torch.Generator().manual_seed(1)) * 8
+    learner = module.learner
+    learner.observe(_batch(rewards), reward_scale=1.0)
+    torch.manual_seed(0)
+    halved = learner.main_loss(_batch(rewards / 4))
+    learner.observe(_batch(rewards), reward_scale=4.0)
+    torch.manual_seed(0)
+    scaled = learner.main_loss(_batch(rewards))
+    torch.manual_seed(0)
+    learner.observe(_batch(rewards), reward_scale=1.0)
+    raw = learner.main_loss(_batch(rewards))
+    assert torch.allclose(halved, scaled) and not torch.allclose(raw, scaled)
+
+
+def test_return_statistics_follow_episodes_and_bound_the_returns():
+    stats, returns = ReturnStatistics(0.9), []
+    rewards = [1.0, 2.0, 0.5, 3.0, 1.0]
+    g = 0.0
+    for i, r in enumerate(rewards):  # two episodes: the third step ends the first
+        g = r + 0.9 * g
+        returns.append(g)
+        stats.update(r, episode_end=i == 2)
+        if i == 2:
+            g = 0.0
+    ref = torch.tensor(returns, dtype=torch.float64)
+    assert stats.count == 5 and abs(stats.mean - ref.mean().item()) < 1e-12
+    assert abs(stats.m2 / 5 - ref.var(unbiased=False).item()) < 1e-12 and stats.max_abs == max(returns)
+    scale = stats.scale(g_max=1.0)
+    assert scale == pytest.approx(max(ref.var(unbiased=False).sqrt().item(), max(returns)))
+    assert max(returns) / scale <= 1.0 + 1e-12  # every return seen so far within ±g_max
 
 
 # --- every option: a2ls fit, checkpoint, exact resume -------------------------------------------------------------
@@ -89,6 +174,10 @@ def test_option_trains_through_a2ls_fit_and_resumes_exactly(tmp_path, name):
 @pytest.mark.parametrize("kwargs,fragment", [
     (dict(lr_decay_to=1.5), "model.optim.lr_decay_to=1.5 must be in [0, 1]"),
     (dict(lr_decay_to=float("nan")), "model.optim.lr_decay_to=nan must be a finite number"),
+    (dict(critic_bins=1), "model.network.critic_bins=1 must be 0 (off) or an integer >= 2"),
+    (dict(critic_bins=-3), "model.network.critic_bins=-3 must be 0 (off) or an integer >= 2"),
+    (dict(critic_min_value=5.0), "model.network.critic_min_value=5.0 must be < critic_max_value=5.0"),
+    (dict(reward_norm_g_max=0.0), "model.sac.reward_norm_g_max=0.0 is not allowed"),
 ])
 def test_bad_simbav2_setting_is_one_line(kwargs, fragment):
     with pytest.raises(ValueError) as err:

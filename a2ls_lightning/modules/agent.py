@@ -160,6 +160,10 @@ class SACModule(pl.LightningModule):
         self.guard.last_checkpoint = lambda: last_checkpoint(trainer)  # looked up only for a failure's message
         check_lr_schedule(self.optim, trainer.max_steps, self.runtime.cudagraphs)
         dm = trainer.datamodule
+        if self.sac.reward_norm_g_max is not None:  # before any step is collected (warm-up runs at the first batch)
+            check(hasattr(dm, "track_returns"), f"model.sac.reward_norm_g_max={self.sac.reward_norm_g_max} needs a "
+                  f"datamodule that tracks returns (ReplayDataModule), not {type(dm).__name__}")
+            dm.track_returns(self.sac.discount)
         self.build(dm.observation_shape, dm.action_dim)
         if self.aux_weighting is None:
             self.aux_weighting = UnitWeights()
@@ -193,6 +197,11 @@ class SACModule(pl.LightningModule):
         self.guard.check()
         if self.learner is not None:
             self.guard.check_parameters(self.named_parameters(), self.global_step)
+
+    def reward_scale(self) -> float | None:
+        """What this update's rewards are divided by (``sac.reward_norm_g_max``), or None (raw rewards)."""
+        g_max = self.sac.reward_norm_g_max
+        return None if g_max is None else self.trainer.datamodule.reward_scale(g_max)
 
     def shared_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters shared by the main (critic) loss and the auxiliary losses: the encoder."""

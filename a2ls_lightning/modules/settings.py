@@ -67,6 +67,13 @@ class NetworkSettings:
         num_q: Q-networks: 2 (clipped double Q: the minimum of the two) or 1 (SimBa's setting on DMC).
         obs_norm: normalise state observations by their running mean and variance (updated from each training
             batch, before its losses; summed over DDP ranks; saved in checkpoints), clipped to ±10; state only.
+        critic_bins: 0: each Q-network outputs its Q-value (squared Bellman error); ``K >= 2``: the categorical
+            critic of SimbaV2 (Lee et al. 2025; 101 there): ``K`` logits on atoms evenly spaced on
+            [critic_min_value, critic_max_value], trained by cross-entropy against the C51 projection of the soft
+            target; the actor maximises the expectation. Values beyond the range are clipped into it: pair with
+            ``sac.reward_norm_g_max``.
+        critic_min_value: lowest atom of the categorical critic (SimbaV2: -5, the return bound).
+        critic_max_value: highest atom of the categorical critic (SimbaV2: 5).
     """
 
     encoder: str = "mlp"
@@ -86,6 +93,9 @@ class NetworkSettings:
     encoder_block_width: int | None = None
     num_q: int = 2
     obs_norm: bool = False
+    critic_bins: int = 0
+    critic_min_value: float = -5.0
+    critic_max_value: float = 5.0
 
     def __post_init__(self) -> None:
         check(self.encoder in ENCODERS, f"model.network.encoder={self.encoder!r} is unknown; allowed: "
@@ -110,6 +120,12 @@ class NetworkSettings:
         check(not (self.obs_norm and self.encoder == "pixel"), "model.network.obs_norm=true normalises state "
               "observations; not allowed with encoder='pixel' (pixels: obs_norm=false)")
         check_choice("model.network.num_q", self.num_q, NUM_Q)
+        check(isinstance(self.critic_bins, int) and not isinstance(self.critic_bins, bool)
+              and (self.critic_bins == 0 or self.critic_bins >= 2),
+              f"model.network.critic_bins={self.critic_bins!r} must be 0 (off) or an integer >= 2")
+        _finite("network", ("critic_min_value", "critic_max_value"), self)
+        check(self.critic_min_value < self.critic_max_value, f"model.network.critic_min_value={self.critic_min_value}"
+              f" must be < critic_max_value={self.critic_max_value}")
 
     @property
     def layers(self) -> int:
@@ -136,6 +152,11 @@ class SACSettings:
         reset_scope: what a reset re-initialises: ``last`` (the last layer of the actor and of each Q-network, and
             the target Q-networks') or ``all`` (encoder, actor, critic, targets, auxiliary heads, temperature; not
             the observation statistics). The reset parameters' Adam state starts afresh.
+        reward_norm_g_max: divide every reward of an update by ``max(std(G), max|G| / g_max)``, with ``G`` the
+            discounted return of the training episodes so far (running statistics of each collected step's
+            ``G_t = r_t + γ·G_{t-1}``, kept by the collector and saved with it; SimbaV2, Lee et al. 2025: 5), so
+            that returns stay within ±g_max; null: raw rewards. Under DDP each rank uses its own collector's
+            statistics. Evaluation returns are the raw ones.
     """
 
     init_temperature: float = 0.1
@@ -148,6 +169,7 @@ class SACSettings:
     target_update_freq: int = 2
     reset_every: int = 0
     reset_scope: str = "last"
+    reward_norm_g_max: float | None = None
 
     def __post_init__(self) -> None:
         _finite("sac", ("init_temperature", "target_entropy", "discount", "critic_tau", "encoder_tau"), self)
@@ -164,6 +186,8 @@ class SACSettings:
                   "other null)")
         check_integer("model.sac.reset_every", self.reset_every, 0)
         check_choice("model.sac.reset_scope", self.reset_scope, RESET_SCOPES)
+        if self.reward_norm_g_max is not None:
+            check_number("model.sac.reward_norm_g_max", self.reward_norm_g_max, low=0, strict=True)
 
     def resolved_target_entropy(self, action_dim: int) -> float:
         """The entropy target for ``action_dim`` actions: ``-coef·|A|``, the given value, or ``-|A|``."""

@@ -66,7 +66,8 @@ def run_update(module: Any, batch: Mapping[str, torch.Tensor]) -> None:
     """One gradient update of ``module`` on ``batch`` (losses, weighting, backward, guard, step, targets, logs)."""
     sac = module.sac
     update = module.trainer.global_step  # updates done so far (one optimizer step each)
-    module.learner.observe(batch)  # running observation statistics (obs_norm), before the losses read them
+    # running observation statistics (obs_norm) and the reward scale (reward_norm_g_max), before the losses read them
+    module.learner.observe(batch, module.reward_scale())
     update_actor = update % sac.actor_update_freq == 0
     path = loss_path(module.aux_weighting, module.runtime.cudagraphs)
     if path == "graphed":
