@@ -1,5 +1,5 @@
 """SimbaV2's parts as SACModule options (Lee et al. 2025, "Hyperspherical Normalization for Scalable Deep RL"):
-learning-rate decay, the categorical critic with reward normalisation; each trains through the real ``a2ls fit`` on cheetah-run, checkpoints and resumes exactly, and
+learning-rate decay, the categorical critic with reward normalisation, hyperspherical networks; each trains through the real ``a2ls fit`` on cheetah-run, checkpoints and resumes exactly, and
 bad settings are refused in one line."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from tensordict import TensorDict
 from a2ls_lightning import SACModule
 from a2ls_lightning.data.returns import ReturnStatistics
 from a2ls_lightning.modules.distributional import categorical_loss, categorical_projection, expected_value
+from a2ls_lightning.modules.hyperspherical import HyperLinear, hyper_mlp, project_weights_
 from a2ls_lightning.modules.sac import Critic
-from a2ls_lightning.modules.optim import lr_schedule, make_optimizer
+from a2ls_lightning.modules.optim import check_lr_schedule, lr_schedule, make_optimizer
 from a2ls_lightning.modules.settings import OptimizerSettings, flatten_model_settings
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -35,6 +36,16 @@ OPTIONS = {
     "categorical_one_q": (["--model.network.critic_bins=7", "--model.network.num_q=1",
                            "--model.network.critic_min_value=-2", "--model.network.critic_max_value=3"],
                           {"critic_bins": 7, "num_q": 1, "critic_min_value": -2.0, "critic_max_value": 3.0}),
+    "hyperspherical": (["--model.network.hyperspherical=true", "--model.network.critic_blocks=1",
+                        "--model.network.actor_blocks=1", "--model.network.input_shift=2"],
+                       {"hyperspherical": True, "input_shift": 2.0}),
+    # every part at once, as SimbaV2 (no encoder, one Q-network), with an auxiliary loss and resets on top
+    "simbav2": (["--model.network.hyperspherical=true", "--model.network.critic_blocks=2",
+                 "--model.network.actor_blocks=1", "--model.network.encoder=identity", "--model.network.obs_norm=true",
+                 "--model.network.num_q=1", "--model.network.critic_bins=21", "--model.sac.reward_norm_g_max=5",
+                 "--model.optim.lr_decay_to=0.5", "--model.sac.reset_every=3",
+                 "--model.aux_losses={fwd: forward_dynamics}"],
+                {"hyperspherical": True, "critic_bins": 21, "lr_decay_to": 0.5, "reward_norm_g_max": 5.0}),
 }
 
 
@@ -143,6 +154,43 @@ def test_return_statistics_follow_episodes_and_bound_the_returns():
     assert max(returns) / scale <= 1.0 + 1e-12  # every return seen so far within ±g_max
 
 
+# --- hyperspherical networks --------------------------------------------------------------------------------------
+def _row_norms(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([m.weight.norm(dim=1) for m in module.modules() if isinstance(m, HyperLinear)])
+
+
+def test_hyperspherical_weights_are_unit_rows_after_a_step_and_features_unit_vectors():
+    module = tiny_module(hyperspherical=True, critic_blocks=1, actor_blocks=1)
+    module.build((17,), 6)
+    learner, opt = module.learner, make_optimizer(module.learner, module.optim, torch.device("cpu"))
+    nets = [learner.actor, learner.critic]
+    assert torch.allclose(_row_norms(learner.critic), torch.ones(()), atol=1e-6)  # from the start
+    before = [p.detach().clone() for p in learner.critic.parameters()]
+    main, _, _ = learner.losses(_batch(torch.rand(6, 2, 1)), update_actor=True)
+    (main["critic"] + main["actor"]).backward()
+    opt.step()
+    assert not torch.allclose(_row_norms(learner.critic), torch.ones(()), atol=1e-4)  # Adam leaves the sphere
+    learner.project_weights()
+    for net in nets:
+        assert torch.allclose(_row_norms(net), torch.ones(()), atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.critic.parameters()))
+    # every hidden feature is a unit vector: the embedding's and each block's output
+    net, seen = hyper_mlp(5, 8, 2, 3), []
+    for layer in list(net)[:-1]:
+        layer.register_forward_hook(lambda m, args, out: seen.append(out))
+    net(torch.randn(4, 5) * 10)
+    assert len(seen) == 3 and all(torch.allclose(h.norm(dim=-1), torch.ones(4), atol=1e-6) for h in seen)
+    project_weights_([torch.nn.Linear(3, 3)])  # no hyperspherical layer: nothing to do
+
+
+def test_input_shift_keeps_the_input_norm():
+    net = hyper_mlp(3, 8, 0, 2, shift=3.0)
+    x = torch.tensor([[1.0, 0.0, 0.0]])
+    assert not torch.allclose(net(x), net(2 * x))  # the appended constant makes 2x a different direction
+    without = hyper_mlp(3, 8, 0, 2, shift=0.0)
+    assert torch.allclose(without(x), without(2 * x), atol=1e-6)  # without the shift the norm is lost
+
+
 # --- every option: a2ls fit, checkpoint, exact resume -------------------------------------------------------------
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_option_trains_through_a2ls_fit_and_resumes_exactly(tmp_path, name):
@@ -165,6 +213,10 @@ def test_option_trains_through_a2ls_fit_and_resumes_exactly(tmp_path, name):
     assert [g["lr"] for g in opt_a["param_groups"]] == [g["lr"] for g in opt_b["param_groups"]]
     for key, sa in opt_a["state"].items():
         assert all(torch.equal(sa[f], opt_b["state"][key][f]) for f in ("exp_avg", "exp_avg_sq", "step")), key
+    if "--model.network.hyperspherical=true" in args:  # the saved weights are on the sphere
+        rows = [v.norm(dim=1) for k, v in state.items() if k.endswith(".weight") and ("actor.net" in k or
+                "critic.q1" in k) and not k.startswith("learner.target") and v.dim() == 2]
+        assert rows and all(torch.allclose(r, torch.ones(()), atol=1e-5) for r in rows)
     if name == "lr_decay":  # the schedule reached half the rate at update 8 and was saved and restored
         assert [g["lr"] for g in opt_a["param_groups"]] == [5e-4, 5e-4, 5e-4, 1e-4]
         assert straight[4]["lr_schedulers"][0]["last_epoch"] == 4
@@ -178,11 +230,20 @@ def test_option_trains_through_a2ls_fit_and_resumes_exactly(tmp_path, name):
     (dict(critic_bins=-3), "model.network.critic_bins=-3 must be 0 (off) or an integer >= 2"),
     (dict(critic_min_value=5.0), "model.network.critic_min_value=5.0 must be < critic_max_value=5.0"),
     (dict(reward_norm_g_max=0.0), "model.sac.reward_norm_g_max=0.0 is not allowed"),
+    (dict(input_shift=float("inf")), "model.network.input_shift=inf must be a finite number"),
+    (dict(hyperspherical=True, cudagraphs=True), "model.network.hyperspherical=true projects the weights"),
 ])
 def test_bad_simbav2_setting_is_one_line(kwargs, fragment):
     with pytest.raises(ValueError) as err:
         SACModule.from_settings(**kwargs)
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lr_decay_with_cudagraphs_is_refused_in_one_line():
+    with pytest.raises(ValueError) as err:
+        check_lr_schedule(OptimizerSettings(lr_decay_to=0.5), 100, cudagraphs=True)
+    assert "lr_decay_to=0.5: a CUDA-graph-captured step keeps its learning rate constant" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_lr_decay_without_max_steps_is_refused_in_one_line(tmp_path, capsys):

@@ -83,6 +83,9 @@ class SACModule(pl.LightningModule):
         self.aux_specs = resolve_aux_losses(aux_losses)
         check(self.network.num_q == 2 or "adversarial" not in map(str, self.aux_specs.values()),
               "model.network.num_q=1: the adversarial experiment loss needs two Q-networks; allowed with it: num_q=2")
+        check(not (self.network.hyperspherical and self.runtime.cudagraphs), "model.network.hyperspherical=true "
+              "projects the weights between the optimizer step and the target update, which a captured update does "
+              "not; allowed with it: runtime.cudagraphs=false")
         # Plain data in the checkpoint (loads with weights_only=True), nested as the CLI spells it.
         self.save_hyperparameters({
             **{group: dataclasses.asdict(getattr(self, group)) for group in ("network", "sac", "optim", "runtime")},

@@ -29,6 +29,7 @@ from a2ls_lightning.modules.augment import center_crop, random_crop
 from a2ls_lightning.modules.aux_registry import AuxContext
 from a2ls_lightning.modules.distributional import categorical_loss, categorical_projection, expected_value
 from a2ls_lightning.modules.encoders import make_encoder
+from a2ls_lightning.modules.hyperspherical import project_weights_
 from a2ls_lightning.modules.normalizer import ObsNormalizer
 from a2ls_lightning.modules.sac import (
     Actor,
@@ -78,10 +79,10 @@ class SACLearner(nn.Module):
                                     net.num_filters, net.encoder_blocks, net.encoder_block_width)
         f = self.encoder.feature_dim
         self.critic = Critic(f, action_dim, net.hidden_dim, net.num_q, net.critic_blocks, net.critic_block_width,
-                             net.critic_bins, net.critic_min_value, net.critic_max_value)
+                             net.critic_bins, net.critic_min_value, net.critic_max_value, net.shift)
         self.actor_head = self.encoder.make_actor_head()
         self.actor = Actor(f, action_dim, net.hidden_dim, net.log_std_min, net.log_std_max, net.actor_blocks,
-                           net.actor_block_width)
+                           net.actor_block_width, net.shift)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.init_temperature), dtype=torch.float32))
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -103,6 +104,13 @@ class SACLearner(nn.Module):
     # --- parameter groups ------------------------------------------------------------------------
     def actor_parameters(self) -> list[nn.Parameter]:
         return [*self.actor_head.parameters(), *self.actor.parameters()]
+
+    @torch.no_grad()
+    def project_weights(self) -> None:
+        """``hyperspherical``: the actor's and critic's weight rows back onto the unit sphere (after each optimizer
+        step); nothing otherwise."""
+        if self.network.hyperspherical:
+            project_weights_([self.actor, self.critic])
 
     # --- observation statistics ------------------------------------------------------------------------
     @torch.no_grad()

@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from a2ls_lightning.modules.blocks import residual_mlp
 from a2ls_lightning.modules.distributional import expected_value
+from a2ls_lightning.modules.hyperspherical import hyper_mlp
 from a2ls_lightning.validation import check_choice
 
 
@@ -31,10 +32,15 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int = 2) -> n
 
 
 def network(
-    in_dim: int, hidden_dim: int, out_dim: int, blocks: int = 0, block_width: int | None = None
+    in_dim: int, hidden_dim: int, out_dim: int, blocks: int = 0, block_width: int | None = None,
+    shift: float | None = None,
 ) -> nn.Sequential:
     """:func:`mlp` (``blocks == 0``) or a SimBa :func:`residual_mlp` of ``blocks`` blocks of width ``block_width``
-    (``None``: ``hidden_dim``); either way ``[..., in_dim] → [..., out_dim]`` with the output ``Linear`` last."""
+    (``None``: ``hidden_dim``); either way ``[..., in_dim] → [..., out_dim]`` with the output ``Linear`` last.
+    ``shift`` given: the hyperspherical network of SimbaV2 with that input shift (:func:`hyper_mlp`, ``blocks``
+    blocks, possibly 0), its output head last."""
+    if shift is not None:
+        return hyper_mlp(in_dim, block_width or hidden_dim, blocks, out_dim, shift)
     if blocks == 0:
         return mlp(in_dim, hidden_dim, out_dim)
     return residual_mlp(in_dim, block_width or hidden_dim, blocks, out_dim)
@@ -58,14 +64,15 @@ class Actor(nn.Module):
         log_std_max: upper bound of the log standard deviation.
         blocks: SimBa residual blocks (0: the plain two-hidden-layer MLP).
         block_width: width of the residual network; ``None``: ``hidden_dim``.
+        shift: the hyperspherical network's input shift; ``None``: not hyperspherical.
     """
 
     def __init__(
         self, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float = -10.0, log_std_max: float = 2.0,
-        blocks: int = 0, block_width: int | None = None,
+        blocks: int = 0, block_width: int | None = None, shift: float | None = None,
     ) -> None:
         super().__init__()
-        self.net = network(feature_dim, hidden_dim, 2 * action_dim, blocks, block_width)
+        self.net = network(feature_dim, hidden_dim, 2 * action_dim, blocks, block_width, shift)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.apply(_orthogonal_init)
 
@@ -118,15 +125,17 @@ class Critic(nn.Module):
             critic, :mod:`a2ls_lightning.modules.distributional`).
         v_min: lowest atom of the support (with ``bins``).
         v_max: highest atom of the support (with ``bins``).
+        shift: the hyperspherical networks' input shift; ``None``: not hyperspherical.
     """
 
     def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, num_q: int = 2, blocks: int = 0,
-                 block_width: int | None = None, bins: int = 0, v_min: float = -5.0, v_max: float = 5.0) -> None:
+                 block_width: int | None = None, bins: int = 0, v_min: float = -5.0, v_max: float = 5.0,
+                 shift: float | None = None) -> None:
         super().__init__()
         check_choice("num_q", num_q, NUM_Q)
-        out = bins or 1
-        self.q1 = network(feature_dim + action_dim, hidden_dim, out, blocks, block_width)
-        self.q2 = network(feature_dim + action_dim, hidden_dim, out, blocks, block_width) if num_q == 2 else None
+        out, args = bins or 1, (blocks, block_width, shift)
+        self.q1 = network(feature_dim + action_dim, hidden_dim, out, *args)
+        self.q2 = network(feature_dim + action_dim, hidden_dim, out, *args) if num_q == 2 else None
         self.apply(_orthogonal_init)
         self.bins = bins
         if bins:  # after the initialisation: no random draw moves, and no buffer exists without the option

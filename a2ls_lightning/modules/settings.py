@@ -74,6 +74,11 @@ class NetworkSettings:
             ``sac.reward_norm_g_max``.
         critic_min_value: lowest atom of the categorical critic (SimbaV2: -5, the return bound).
         critic_max_value: highest atom of the categorical critic (SimbaV2: 5).
+        hyperspherical: SimbaV2's hyperspherical actor and Q-networks: weight rows and features on the unit sphere
+            (weights projected back after each optimizer step), learnable scalers, LERP residual blocks
+            (``actor_blocks``/``critic_blocks`` of them, widths as for SimBa blocks); not the encoder.
+        input_shift: with ``hyperspherical``, the constant appended to each network's input before its
+            l2-normalisation (SimbaV2: 3), so that the input's norm is not lost.
     """
 
     encoder: str = "mlp"
@@ -96,6 +101,8 @@ class NetworkSettings:
     critic_bins: int = 0
     critic_min_value: float = -5.0
     critic_max_value: float = 5.0
+    hyperspherical: bool = False
+    input_shift: float = 3.0
 
     def __post_init__(self) -> None:
         check(self.encoder in ENCODERS, f"model.network.encoder={self.encoder!r} is unknown; allowed: "
@@ -124,8 +131,14 @@ class NetworkSettings:
               and (self.critic_bins == 0 or self.critic_bins >= 2),
               f"model.network.critic_bins={self.critic_bins!r} must be 0 (off) or an integer >= 2")
         _finite("network", ("critic_min_value", "critic_max_value"), self)
+        _finite("network", ("input_shift",), self)
         check(self.critic_min_value < self.critic_max_value, f"model.network.critic_min_value={self.critic_min_value}"
               f" must be < critic_max_value={self.critic_max_value}")
+
+    @property
+    def shift(self) -> float | None:
+        """The hyperspherical networks' input shift, or None when they are off."""
+        return float(self.input_shift) if self.hyperspherical else None
 
     @property
     def layers(self) -> int:

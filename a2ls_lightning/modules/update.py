@@ -89,6 +89,8 @@ def run_update(module: Any, batch: Mapping[str, torch.Tensor]) -> None:
         counted_step(opt, opt.optimizer.step)
     else:
         opt.step()
+    # hyperspherical: weights back onto the sphere, after the step (the weighting rule saw the raw gradients)
+    module.learner.project_weights()
     if module.lr_schedule is not None:  # optim.lr_decay_to: the rates of the next update
         module.lr_schedule.step()
     if update % sac.target_update_freq == 0:
@@ -103,6 +105,7 @@ def _graphed_update(module: Any, batch: Mapping[str, torch.Tensor], update: int,
     main, aux, metrics, grad_norm = graphed(batch, update_actor, update % module.sac.target_update_freq == 0)
     module.guard.observe(update, named_losses(main, aux), [grad_norm])
     counted_step(opt)  # the step itself ran in the graph: only Lightning's counting is left to do
+    module.learner.project_weights()  # in place, outside the graph (the captured step reads the same storage)
     module.after_update(update, main, aux, metrics)
 
 
