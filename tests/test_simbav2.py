@@ -47,6 +47,14 @@ OPTIONS = {
                  "--model.aux_losses={fwd: forward_dynamics}"],
                 {"hyperspherical": True, "critic_bins": 21, "lr_decay_to": 0.5, "reward_norm_g_max": 5.0}),
 }
+# ... and under OL-AUX, which takes each loss's gradients before the step, so before the projection. OL-AUX weighs
+# the losses by their gradients on the shared encoder: with encoder=identity there is none (every weight stays 1),
+# so here the state encoder is the mlp one, whose features the hyperspherical networks read.
+OPTIONS["simbav2_olaux"] = (OPTIONS["simbav2"][0] + ["--model.network.encoder=mlp",
+                                                     "--model.aux_losses={fwd: forward_dynamics, inv: inverse_dynamics}",
+                                                     "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux",
+                                                     "--trainer.callbacks.n_steps=2",
+                                                     "--trainer.callbacks.lr=1.0"], OPTIONS["simbav2"][1])
 
 
 def _fit(root: Path, args: list[str], ckpt: Path | None = None) -> dict[int, dict]:
@@ -217,6 +225,10 @@ def test_option_trains_through_a2ls_fit_and_resumes_exactly(tmp_path, name):
         rows = [v.norm(dim=1) for k, v in state.items() if k.endswith(".weight") and ("actor.net" in k or
                 "critic.q1" in k) and not k.startswith("learner.target") and v.dim() == 2]
         assert rows and all(torch.allclose(r, torch.ones(()), atol=1e-5) for r in rows)
+    if name == "simbav2_olaux":  # OL-AUX moved its weights, and resumed to the same ones
+        weights = [v["weights"] for k, v in straight[8]["callbacks"].items() if k.startswith("OLAux")]
+        assert weights and weights[0] != {"fwd": 1.0, "inv": 1.0}
+        assert weights[0] == [v["weights"] for k, v in resumed[8]["callbacks"].items() if k.startswith("OLAux")][0]
     if name == "lr_decay":  # the schedule reached half the rate at update 8 and was saved and restored
         assert [g["lr"] for g in opt_a["param_groups"]] == [5e-4, 5e-4, 5e-4, 1e-4]
         assert straight[4]["lr_schedulers"][0]["last_epoch"] == 4
@@ -256,3 +268,24 @@ def test_lr_decay_without_max_steps_is_refused_in_one_line(tmp_path, capsys):
     assert len(errors) == 1 and "lr_decay_to=0.5 decays over trainer.max_steps; needs trainer.max_steps >= 1" \
         in errors[0]
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_every_part_at_once_under_ddp_resumes_exactly(tmp_path):
+    # Two CPU ranks (gloo): each rank normalises its rewards by its own collector's returns, the gradients are
+    # averaged, every rank projects the same stepped weights. 8 updates straight == 4, checkpoint, 4 more.
+    from test_cli import a2ls
+
+    def fit(root: Path, ckpt: Path | None = None) -> dict:
+        out = a2ls("fit", *TINY, *OPTIONS["simbav2_olaux"][0], "--trainer.max_steps=8", "--trainer.strategy=ddp",
+                   "--trainer.devices=2", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={root}",
+                   *([f"--ckpt_path={ckpt}"] if ckpt else []), cwd=tmp_path, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return torch.load(next(root.rglob("epoch=0-step=8*.ckpt")), map_location="cpu", weights_only=False)
+
+    straight = fit(tmp_path / "run")
+    for path in (tmp_path / "run").rglob("epoch=0-step=8*.ckpt"):
+        path.unlink()
+    resumed = fit(tmp_path / "run", ckpt=next((tmp_path / "run").rglob("epoch=0-step=4.ckpt")))
+    assert straight["global_step"] == resumed["global_step"] == 8
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key

@@ -178,6 +178,8 @@ class SACLearner(nn.Module):
         loss, q1 = self._critic_loss(feats[:, 0], action[:, 0], target_q, target_probs)
         main = {"critic": loss}
         metrics: dict[str, Any] = {"q": q1.detach().mean(), "alpha": alpha}
+        if self.reward_scale is not None:  # reward_norm_g_max: what this update's rewards were divided by
+            metrics["reward_scale"] = self.reward_scale.detach().clone()
         if update_actor:
             pi, log_prob = self.actor(self.actor_head(trunk[:, 0].detach()))
             main["actor"] = actor_loss(self.critic, feats[:, 0], pi, log_prob, alpha)
