@@ -209,6 +209,9 @@ def test_option_trains_through_a2ls_fit_and_resumes_exactly(tmp_path, name):
         == recorded
     state = straight[8]["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    loaded = SACModule.load_from_checkpoint(next((tmp_path / "straight").rglob("epoch=0-step=8.ckpt")))
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())  # a policy loads for evaluation
+    assert loaded.act(torch.zeros(3, *straight[8]["env_spec"][0])).shape == (3, straight[8]["env_spec"][1])
     # A resumed run continues in its checkpoint's run folder: the straight run's last save is moved out of the way.
     for path in (tmp_path / "straight").rglob("epoch=0-step=8*.ckpt"):
         path.unlink()
