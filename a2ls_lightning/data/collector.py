@@ -17,6 +17,7 @@ from tensordict import TensorDict
 
 from a2ls_lightning.data.envs import DMCEnv
 from a2ls_lightning.data.replay import SequenceReplay
+from a2ls_lightning.data.returns import ReturnStatistics
 
 #: ``policy(obs [1, *obs_shape], generator) -> action [1, A]``: the actor with exploration noise.
 Policy = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -45,6 +46,8 @@ class EpisodeCollector:
         self.episodes = 0
         self.episode_id = 0
         self.last_episode_return = float("nan")
+        #: Discounted-return statistics for reward normalisation; None unless a module asks (``track_returns``).
+        self.returns: ReturnStatistics | None = None
         self._begin_episode()
 
     @property
@@ -90,10 +93,14 @@ class EpisodeCollector:
         if bool(nxt["physics_error"]):
             # The transition into the divergent state is dropped: s_t becomes the episode's last state.
             self._write(obs, torch.zeros_like(action), 0.0, False, has_action=False)
+            if self.returns is not None:
+                self.returns.end_episode()
             self._end_episode()
             return
         reward = float(nxt["reward"])
         self._write(obs, action, reward, bool(nxt["terminated"]), has_action=True)
+        if self.returns is not None:
+            self.returns.update(reward, episode_end=bool(nxt["done"]))
         self._return += reward
         self._step += 1
         if bool(nxt["done"]):
@@ -141,6 +148,7 @@ class EpisodeCollector:
             "return": self._return,
             "generator": self.generator.get_state(),
             "counters": (self.env_steps, self.agent_steps, self.episodes, self.episode_id, self.last_episode_return),
+            **({"returns": self.returns.state_dict()} if self.returns is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -149,3 +157,5 @@ class EpisodeCollector:
         self._step, self._return = state["step"], state["return"]
         self.generator.set_state(state["generator"])
         self.env_steps, self.agent_steps, self.episodes, self.episode_id, self.last_episode_return = state["counters"]
+        if self.returns is not None and "returns" in state:
+            self.returns.load_state_dict(state["returns"])

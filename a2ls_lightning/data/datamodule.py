@@ -28,6 +28,7 @@ from a2ls_lightning.data.envs import default_action_repeat, make_env, parse_task
 from a2ls_lightning.data.evaluation import EvalListener, Evaluator
 from a2ls_lightning.data.replay import SequenceReplay
 from a2ls_lightning.data.replay_ratio import parse_replay_ratio, steps_before_update
+from a2ls_lightning.data.returns import ReturnStatistics
 from a2ls_lightning.data.snapshots import (
     SNAPSHOT_FOLDER,
     find_snapshot,
@@ -280,6 +281,18 @@ class ReplayDataModule(pl.LightningDataModule):
         while replay.num_slices == 0:  # tiny warm-ups: no whole slice yet
             collector.step(self.policy)
         return replay.sample()
+
+    def track_returns(self, discount: float) -> None:
+        """Keep discounted-return statistics of the training episodes from now on (reward normalisation; called by
+        the module's ``setup``, before any step is collected; saved and restored with the collector)."""
+        assert self.collector is not None, "call setup() first"
+        if self.collector.returns is None:
+            self.collector.returns = ReturnStatistics(discount)
+
+    def reward_scale(self, g_max: float) -> float:
+        """What this update's rewards are divided by (see :class:`~a2ls_lightning.data.returns.ReturnStatistics`)."""
+        assert self.collector is not None and self.collector.returns is not None, "call track_returns() first"
+        return self.collector.returns.scale(g_max)
 
     def add_eval_listener(self, listener: EvalListener) -> None:
         """Call ``listener(env_steps, mean eval return)`` after every evaluation (e.g. to record a learning curve);

@@ -23,7 +23,7 @@ from a2ls_lightning.modules.graphed import GraphedUpdate
 from a2ls_lightning.modules.guard import NonFiniteGuard
 from a2ls_lightning.modules.lean_step import wrappers_idle
 from a2ls_lightning.modules.learner import SACLearner
-from a2ls_lightning.modules.optim import make_optimizer
+from a2ls_lightning.modules.optim import check_lr_schedule, lr_schedule, make_optimizer
 from a2ls_lightning.modules.resets import reset_due, reset_learner, reset_seed
 from a2ls_lightning.modules.run_checks import RunSetup, check_trainer, compare_with_checkpoint, last_checkpoint
 from a2ls_lightning.modules.settings import (
@@ -83,6 +83,9 @@ class SACModule(pl.LightningModule):
         self.aux_specs = resolve_aux_losses(aux_losses)
         check(self.network.num_q == 2 or "adversarial" not in map(str, self.aux_specs.values()),
               "model.network.num_q=1: the adversarial experiment loss needs two Q-networks; allowed with it: num_q=2")
+        check(not (self.network.hyperspherical and self.runtime.cudagraphs), "model.network.hyperspherical=true "
+              "projects the weights between the optimizer step and the target update, which a captured update does "
+              "not; allowed with it: runtime.cudagraphs=false")
         # Plain data in the checkpoint (loads with weights_only=True), nested as the CLI spells it.
         self.save_hyperparameters({
             **{group: dataclasses.asdict(getattr(self, group)) for group in ("network", "sac", "optim", "runtime")},
@@ -103,6 +106,7 @@ class SACModule(pl.LightningModule):
         self._make_learner = None  # () -> a new SACLearner of these settings; set in build(), used by resets
         self._run_seed = 0  # the run's seed, mixed into each reset's seed (set in build, saved with reset_every)
         self.lean_steps = False  # call backward/step directly (modules/lean_step.py); decided at each fit's start
+        self.lr_schedule = None  # ``optim.lr_decay_to``: the LambdaLR stepped after each optimizer step (update.py)
 
     @classmethod
     def from_settings(cls, **settings: Any) -> SACModule:
@@ -157,7 +161,12 @@ class SACModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         trainer = self.trainer
         self.guard.last_checkpoint = lambda: last_checkpoint(trainer)  # looked up only for a failure's message
+        check_lr_schedule(self.optim, trainer.max_steps, self.runtime.cudagraphs)
         dm = trainer.datamodule
+        if self.sac.reward_norm_g_max is not None:  # before any step is collected (warm-up runs at the first batch)
+            check(hasattr(dm, "track_returns"), f"model.sac.reward_norm_g_max={self.sac.reward_norm_g_max} needs a "
+                  f"datamodule that tracks returns (ReplayDataModule), not {type(dm).__name__}")
+            dm.track_returns(self.sac.discount)
         self.build(dm.observation_shape, dm.action_dim)
         if self.aux_weighting is None:
             self.aux_weighting = UnitWeights()
@@ -165,6 +174,7 @@ class SACModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # After setup and the callbacks' own setup: the trainer's callback list is final here.
         self.lean_steps = wrappers_idle(self.trainer, self)
+        self.lr_schedule = self.lr_schedulers()  # restored from a checkpoint by now; None without lr_decay_to
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None:  # resuming a run (not `load_from_checkpoint`): same settings or refuse
@@ -191,6 +201,11 @@ class SACModule(pl.LightningModule):
         if self.learner is not None:
             self.guard.check_parameters(self.named_parameters(), self.global_step)
 
+    def reward_scale(self) -> float | None:
+        """What this update's rewards are divided by (``sac.reward_norm_g_max``), or None (raw rewards)."""
+        g_max = self.sac.reward_norm_g_max
+        return None if g_max is None else self.trainer.datamodule.reward_scale(g_max)
+
     def shared_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters shared by the main (critic) loss and the auxiliary losses: the encoder."""
         return list(self.learner.encoder.parameters())
@@ -198,7 +213,12 @@ class SACModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # A captured optimizer step keeps its step counts on the device (CUDA only; same arithmetic).
         capturable = self.runtime.cudagraphs and self.device.type == "cuda"
-        return make_optimizer(self.learner, self.optim, self.device, capturable)
+        optimizer = make_optimizer(self.learner, self.optim, self.device, capturable)
+        if self.optim.lr_decay_to is None:
+            return optimizer
+        # Stepped by run_update (manual optimization: Lightning only saves and restores it).
+        schedule = lr_schedule(optimizer, self.optim, self.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # --- acting -----------------------------------------------------------------------------------
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None, deterministic: bool = False):

@@ -9,8 +9,10 @@ Data flow of :meth:`SACLearner.losses` on a window batch ``[B, L]``:
   auxiliary inputs, the *target* (EMA) encoder under ``no_grad`` on offset 1 (the Bellman target) and on the
   auxiliary targets; pixel states are randomly cropped per (sample, time step), independently for the online
   and the target encoder;
-* critic loss on ``(s_0, a_0, r_0, s_1)``; actor and temperature losses on ``s_0`` (every ``actor_update_freq``
-  updates); auxiliary losses on the whole window.
+* critic loss on ``(s_0, a_0, r_0, s_1)``: the squared Bellman error or, with ``critic_bins``, the cross-entropy
+  against the projected target distribution; rewards divided by the running return scale with
+  ``reward_norm_g_max``; actor and temperature losses on ``s_0`` (every ``actor_update_freq`` updates);
+  auxiliary losses on the whole window.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from torch import nn
 
 from a2ls_lightning.modules.augment import center_crop, random_crop
 from a2ls_lightning.modules.aux_registry import AuxContext
+from a2ls_lightning.modules.distributional import categorical_loss, categorical_projection, expected_value
 from a2ls_lightning.modules.encoders import make_encoder
+from a2ls_lightning.modules.hyperspherical import project_weights_
 from a2ls_lightning.modules.normalizer import ObsNormalizer
 from a2ls_lightning.modules.sac import (
     Actor,
@@ -74,10 +78,11 @@ class SACLearner(nn.Module):
         self.encoder = make_encoder(net.encoder, enc_shape, net.feature_dim, net.encoder_hidden_dim, net.layers,
                                     net.num_filters, net.encoder_blocks, net.encoder_block_width)
         f = self.encoder.feature_dim
-        self.critic = Critic(f, action_dim, net.hidden_dim, net.num_q, net.critic_blocks, net.critic_block_width)
+        self.critic = Critic(f, action_dim, net.hidden_dim, net.num_q, net.critic_blocks, net.critic_block_width,
+                             net.critic_bins, net.critic_min_value, net.critic_max_value, net.shift)
         self.actor_head = self.encoder.make_actor_head()
         self.actor = Actor(f, action_dim, net.hidden_dim, net.log_std_min, net.log_std_max, net.actor_blocks,
-                           net.actor_block_width)
+                           net.actor_block_width, net.shift)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.init_temperature), dtype=torch.float32))
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -91,18 +96,32 @@ class SACLearner(nn.Module):
         # Created last and only when asked: with obs_norm off the module (its parameters, their order, the random
         # draws of their initialisation, its state_dict) is what it was before the option existed.
         self.obs_normalizer = ObsNormalizer(int(obs_shape[0])) if net.obs_norm else None
+        # reward_norm_g_max: what rewards are divided by, set before each update (observe); not saved: it comes
+        # from the collector's return statistics, which the data side saves.
+        self.register_buffer("reward_scale", None if sac.reward_norm_g_max is None else torch.ones(()),
+                             persistent=False)
 
     # --- parameter groups ------------------------------------------------------------------------
     def actor_parameters(self) -> list[nn.Parameter]:
         return [*self.actor_head.parameters(), *self.actor.parameters()]
 
+    @torch.no_grad()
+    def project_weights(self) -> None:
+        """``hyperspherical``: the actor's and critic's weight rows back onto the unit sphere (after each optimizer
+        step); nothing otherwise."""
+        if self.network.hyperspherical:
+            project_weights_([self.actor, self.critic])
+
     # --- observation statistics ------------------------------------------------------------------------
     @torch.no_grad()
-    def observe(self, batch: Mapping[str, torch.Tensor]) -> None:
+    def observe(self, batch: Mapping[str, torch.Tensor], reward_scale: float | None = None) -> None:
         """Fold a training batch's observations (``[B, L, D]``, every state of the window) into the running
-        normalisation statistics; nothing without ``obs_norm``. Called once per update, before its losses."""
+        normalisation statistics; nothing without ``obs_norm``. Called once per update, before its losses.
+        ``reward_scale``: what this update's rewards are divided by (``reward_norm_g_max``)."""
         if self.obs_normalizer is not None:
             self.obs_normalizer.update(batch["observation"])
+        if self.reward_scale is not None and reward_scale is not None:
+            self.reward_scale.fill_(reward_scale)
 
     # --- acting ------------------------------------------------------------------------------------
     def _prepare(self, obs: torch.Tensor, train: bool) -> torch.Tensor:
@@ -153,12 +172,14 @@ class SACLearner(nn.Module):
             # The policy at s_1 reads the online trunk (CURL: the actor's tied convs), not the EMA one.
             next_trunk = self.encoder.trunk(self._prepare(obs[:, 1], train=True))
             next_action, next_log_prob = self.actor(self.actor_head(next_trunk))
-            tq1, tq2 = self.target_critic(target_feats[:, self.target_offsets.index(1)], next_action)
             alpha = self.log_alpha.exp().float()
-            target_q = soft_target(reward[:, 0].float(), not_terminal, tq1, tq2, next_log_prob, alpha, self.discount)
-        q1, q2 = self.critic(feats[:, 0], action[:, 0])
-        main = {"critic": critic_loss(q1, q2, target_q)}
+            target_q, target_probs = self._bellman_target(target_feats[:, self.target_offsets.index(1)], next_action,
+                                                          next_log_prob, alpha, reward[:, 0], not_terminal)
+        loss, q1 = self._critic_loss(feats[:, 0], action[:, 0], target_q, target_probs)
+        main = {"critic": loss}
         metrics: dict[str, Any] = {"q": q1.detach().mean(), "alpha": alpha}
+        if self.reward_scale is not None:  # reward_norm_g_max: what this update's rewards were divided by
+            metrics["reward_scale"] = self.reward_scale.detach().clone()
         if update_actor:
             pi, log_prob = self.actor(self.actor_head(trunk[:, 0].detach()))
             main["actor"] = actor_loss(self.critic, feats[:, 0], pi, log_prob, alpha)
@@ -184,11 +205,41 @@ class SACLearner(nn.Module):
         _, target_feats = self._encode(self.target_encoder, obs, [1])
         next_trunk = self.encoder.trunk(self._prepare(obs[:, 1], train=True))
         next_action, next_log_prob = self.actor(self.actor_head(next_trunk))
-        tq1, tq2 = self.target_critic(target_feats[:, 0], next_action)
         alpha = self.log_alpha.exp().float()
-        target_q = soft_target(reward[:, 0].float(), not_terminal, tq1, tq2, next_log_prob, alpha, self.discount)
-        q1, q2 = self.critic(feats[:, 0], action[:, 0])
-        return critic_loss(q1, q2, target_q)
+        target_q, target_probs = self._bellman_target(target_feats[:, 0], next_action, next_log_prob, alpha,
+                                                      reward[:, 0], not_terminal)
+        return self._critic_loss(feats[:, 0], action[:, 0], target_q, target_probs)[0]
+
+    @torch.no_grad()
+    def _bellman_target(self, next_feats: torch.Tensor, next_action: torch.Tensor, next_log_prob: torch.Tensor,
+                        alpha: torch.Tensor, reward: torch.Tensor,
+                        not_terminal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The soft Bellman target at ``(s_1, a' ~ π)``: ``([B, 1] target Q, [B, K] target distribution or None)``.
+
+        With ``critic_bins`` and two Q-networks, each example takes the target distribution of the Q-network whose
+        expectation is smaller (clipped double Q on distributions); its target Q is the projected expectation."""
+        reward = reward.float() if self.reward_scale is None else reward.float() / self.reward_scale
+        if not self.critic.bins:
+            tq1, tq2 = self.target_critic(next_feats, next_action)
+            return soft_target(reward, not_terminal, tq1, tq2, next_log_prob, alpha, self.discount), None
+        support = self.target_critic.support
+        l1, l2 = self.target_critic.logits(next_feats, next_action)
+        if l2 is not None:
+            l1 = torch.where(expected_value(l2, support) < expected_value(l1, support), l2, l1)
+        probs = categorical_projection(torch.softmax(l1, dim=-1), support, reward, not_terminal, self.discount,
+                                       alpha * next_log_prob)
+        return (probs * support).sum(-1, keepdim=True), probs
+
+    def _critic_loss(self, feats: torch.Tensor, action: torch.Tensor, target_q: torch.Tensor,
+                     target_probs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scalar critic loss, ``[B, 1]`` Q-values of the first Q-network, for logging)."""
+        if target_probs is None:
+            q1, q2 = self.critic(feats, action)
+            return critic_loss(q1, q2, target_q), q1
+        l1, l2 = self.critic.logits(feats, action)
+        loss = categorical_loss(l1, target_probs)
+        loss = loss if l2 is None else loss + categorical_loss(l2, target_probs)
+        return loss, expected_value(l1.detach(), self.critic.support)
 
     @torch.no_grad()
     def update_targets(self, critic_tau: float, encoder_tau: float) -> None:

@@ -43,8 +43,10 @@ def reset_seed(run_seed: int, update: int) -> int:
     return (RESET_SEED_OFFSET + 7919 * (run_seed % 2**40) + update) % 2**63
 
 
-def _last_linear(module: nn.Module) -> nn.Linear:
-    return [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
+def _last_linear(module: nn.Module) -> nn.Module:
+    # The last Linear; a hyperspherical network (no nn.Linear) resets its output head, its last module.
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else module.net[-1] if hasattr(module, "net") else module[-1]
 
 
 def _pairs(live: nn.Module, fresh: nn.Module, scope: str) -> list[tuple[nn.Module, nn.Module]]:

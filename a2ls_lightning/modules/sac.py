@@ -17,6 +17,8 @@ from torch import nn
 from torch.func import functional_call
 
 from a2ls_lightning.modules.blocks import residual_mlp
+from a2ls_lightning.modules.distributional import expected_value
+from a2ls_lightning.modules.hyperspherical import hyper_mlp
 from a2ls_lightning.validation import check_choice
 
 
@@ -30,10 +32,15 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int = 2) -> n
 
 
 def network(
-    in_dim: int, hidden_dim: int, out_dim: int, blocks: int = 0, block_width: int | None = None
+    in_dim: int, hidden_dim: int, out_dim: int, blocks: int = 0, block_width: int | None = None,
+    shift: float | None = None,
 ) -> nn.Sequential:
     """:func:`mlp` (``blocks == 0``) or a SimBa :func:`residual_mlp` of ``blocks`` blocks of width ``block_width``
-    (``None``: ``hidden_dim``); either way ``[..., in_dim] → [..., out_dim]`` with the output ``Linear`` last."""
+    (``None``: ``hidden_dim``); either way ``[..., in_dim] → [..., out_dim]`` with the output ``Linear`` last.
+    ``shift`` given: the hyperspherical network of SimbaV2 with that input shift (:func:`hyper_mlp`, ``blocks``
+    blocks, possibly 0), its output head last."""
+    if shift is not None:
+        return hyper_mlp(in_dim, block_width or hidden_dim, blocks, out_dim, shift)
     if blocks == 0:
         return mlp(in_dim, hidden_dim, out_dim)
     return residual_mlp(in_dim, block_width or hidden_dim, blocks, out_dim)
@@ -57,14 +64,15 @@ class Actor(nn.Module):
         log_std_max: upper bound of the log standard deviation.
         blocks: SimBa residual blocks (0: the plain two-hidden-layer MLP).
         block_width: width of the residual network; ``None``: ``hidden_dim``.
+        shift: the hyperspherical network's input shift; ``None``: not hyperspherical.
     """
 
     def __init__(
         self, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float = -10.0, log_std_max: float = 2.0,
-        blocks: int = 0, block_width: int | None = None,
+        blocks: int = 0, block_width: int | None = None, shift: float | None = None,
     ) -> None:
         super().__init__()
-        self.net = network(feature_dim, hidden_dim, 2 * action_dim, blocks, block_width)
+        self.net = network(feature_dim, hidden_dim, 2 * action_dim, blocks, block_width, shift)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.apply(_orthogonal_init)
 
@@ -112,22 +120,42 @@ class Critic(nn.Module):
         num_q: Q-networks: 2 (clipped double Q) or 1 (``q2`` is ``None``; SimBa's setting on DMC).
         blocks: SimBa residual blocks of each Q-network (0: the plain MLP).
         block_width: width of the residual networks; ``None``: ``hidden_dim``.
+        bins: 0: each Q-network outputs its Q-value; ``K > 0``: ``K`` logits over the support ``support``
+            (``linspace(v_min, v_max, K)``, a buffer), and :meth:`forward` gives their expectation (the categorical
+            critic, :mod:`a2ls_lightning.modules.distributional`).
+        v_min: lowest atom of the support (with ``bins``).
+        v_max: highest atom of the support (with ``bins``).
+        shift: the hyperspherical networks' input shift; ``None``: not hyperspherical.
     """
 
     def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, num_q: int = 2, blocks: int = 0,
-                 block_width: int | None = None) -> None:
+                 block_width: int | None = None, bins: int = 0, v_min: float = -5.0, v_max: float = 5.0,
+                 shift: float | None = None) -> None:
         super().__init__()
         check_choice("num_q", num_q, NUM_Q)
-        self.q1 = network(feature_dim + action_dim, hidden_dim, 1, blocks, block_width)
-        self.q2 = network(feature_dim + action_dim, hidden_dim, 1, blocks, block_width) if num_q == 2 else None
+        out, args = bins or 1, (blocks, block_width, shift)
+        self.q1 = network(feature_dim + action_dim, hidden_dim, out, *args)
+        self.q2 = network(feature_dim + action_dim, hidden_dim, out, *args) if num_q == 2 else None
         self.apply(_orthogonal_init)
+        self.bins = bins
+        if bins:  # after the initialisation: no random draw moves, and no buffer exists without the option
+            self.register_buffer("support", torch.linspace(v_min, v_max, bins))
 
     def q_networks(self) -> list[nn.Module]:
         """The Q-networks, ``q1`` first."""
         return [self.q1] if self.q2 is None else [self.q1, self.q2]
 
     def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[B, F]``, ``[B, A]`` → ``[B, 1]`` float32 Q-values ``(q1, q2)``; ``q2`` is ``None`` with one network."""
+        """``[B, F]``, ``[B, A]`` → ``[B, 1]`` float32 Q-values ``(q1, q2)``; ``q2`` is ``None`` with one network.
+        With ``bins``: the expectations of the Q-networks' distributions."""
+        if self.bins:
+            l1, l2 = self.logits(features, action)
+            return expected_value(l1, self.support), None if l2 is None else expected_value(l2, self.support)
+        x = torch.cat([features, action.to(features.dtype)], dim=-1)
+        return self.q1(x).float(), None if self.q2 is None else self.q2(x).float()
+
+    def logits(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B, F]``, ``[B, A]`` → ``[B, K]`` float32 logits ``(l1, l2)`` over ``support`` (``bins`` only)."""
         x = torch.cat([features, action.to(features.dtype)], dim=-1)
         return self.q1(x).float(), None if self.q2 is None else self.q2(x).float()
 

@@ -67,6 +67,18 @@ class NetworkSettings:
         num_q: Q-networks: 2 (clipped double Q: the minimum of the two) or 1 (SimBa's setting on DMC).
         obs_norm: normalise state observations by their running mean and variance (updated from each training
             batch, before its losses; summed over DDP ranks; saved in checkpoints), clipped to ±10; state only.
+        critic_bins: 0: each Q-network outputs its Q-value (squared Bellman error); ``K >= 2``: the categorical
+            critic of SimbaV2 (Lee et al. 2025; 101 there): ``K`` logits on atoms evenly spaced on
+            [critic_min_value, critic_max_value], trained by cross-entropy against the C51 projection of the soft
+            target; the actor maximises the expectation. Values beyond the range are clipped into it: pair with
+            ``sac.reward_norm_g_max``.
+        critic_min_value: lowest atom of the categorical critic (SimbaV2: -5, the return bound).
+        critic_max_value: highest atom of the categorical critic (SimbaV2: 5).
+        hyperspherical: SimbaV2's hyperspherical actor and Q-networks: weight rows and features on the unit sphere
+            (weights projected back after each optimizer step), learnable scalers, LERP residual blocks
+            (``actor_blocks``/``critic_blocks`` of them, widths as for SimBa blocks); not the encoder.
+        input_shift: with ``hyperspherical``, the constant appended to each network's input before its
+            l2-normalisation (SimbaV2: 3), so that the input's norm is not lost.
     """
 
     encoder: str = "mlp"
@@ -86,6 +98,11 @@ class NetworkSettings:
     encoder_block_width: int | None = None
     num_q: int = 2
     obs_norm: bool = False
+    critic_bins: int = 0
+    critic_min_value: float = -5.0
+    critic_max_value: float = 5.0
+    hyperspherical: bool = False
+    input_shift: float = 3.0
 
     def __post_init__(self) -> None:
         check(self.encoder in ENCODERS, f"model.network.encoder={self.encoder!r} is unknown; allowed: "
@@ -110,6 +127,18 @@ class NetworkSettings:
         check(not (self.obs_norm and self.encoder == "pixel"), "model.network.obs_norm=true normalises state "
               "observations; not allowed with encoder='pixel' (pixels: obs_norm=false)")
         check_choice("model.network.num_q", self.num_q, NUM_Q)
+        check(isinstance(self.critic_bins, int) and not isinstance(self.critic_bins, bool)
+              and (self.critic_bins == 0 or self.critic_bins >= 2),
+              f"model.network.critic_bins={self.critic_bins!r} must be 0 (off) or an integer >= 2")
+        _finite("network", ("critic_min_value", "critic_max_value"), self)
+        _finite("network", ("input_shift",), self)
+        check(self.critic_min_value < self.critic_max_value, f"model.network.critic_min_value={self.critic_min_value}"
+              f" must be < critic_max_value={self.critic_max_value}")
+
+    @property
+    def shift(self) -> float | None:
+        """The hyperspherical networks' input shift, or None when they are off."""
+        return float(self.input_shift) if self.hyperspherical else None
 
     @property
     def layers(self) -> int:
@@ -136,6 +165,11 @@ class SACSettings:
         reset_scope: what a reset re-initialises: ``last`` (the last layer of the actor and of each Q-network, and
             the target Q-networks') or ``all`` (encoder, actor, critic, targets, auxiliary heads, temperature; not
             the observation statistics). The reset parameters' Adam state starts afresh.
+        reward_norm_g_max: divide every reward of an update by ``max(std(G), max|G| / g_max)``, with ``G`` the
+            discounted return of the training episodes so far (running statistics of each collected step's
+            ``G_t = r_t + γ·G_{t-1}``, kept by the collector and saved with it; SimbaV2, Lee et al. 2025: 5), so
+            that returns stay within ±g_max; null: raw rewards. Under DDP each rank uses its own collector's
+            statistics. Evaluation returns are the raw ones.
     """
 
     init_temperature: float = 0.1
@@ -148,6 +182,7 @@ class SACSettings:
     target_update_freq: int = 2
     reset_every: int = 0
     reset_scope: str = "last"
+    reward_norm_g_max: float | None = None
 
     def __post_init__(self) -> None:
         _finite("sac", ("init_temperature", "target_entropy", "discount", "critic_tau", "encoder_tau"), self)
@@ -164,6 +199,8 @@ class SACSettings:
                   "other null)")
         check_integer("model.sac.reset_every", self.reset_every, 0)
         check_choice("model.sac.reset_scope", self.reset_scope, RESET_SCOPES)
+        if self.reward_norm_g_max is not None:
+            check_number("model.sac.reward_norm_g_max", self.reward_norm_g_max, low=0, strict=True)
 
     def resolved_target_entropy(self, action_dim: int) -> float:
         """The entropy target for ``action_dim`` actions: ``-coef·|A|``, the given value, or ``-|A|``."""
@@ -190,6 +227,9 @@ class OptimizerSettings:
             (1e-9 relative after one update), but runs then take other trajectories, as under another seed; not
             the default, so that every stored result stays reproducible bit for bit. Refused in one line where
             this torch cannot fuse Adam on the device. May change when a run resumes.
+        lr_decay_to: decay the learning rates of the encoder, critic and actor linearly over the run, from their
+            value to this fraction of it at ``trainer.max_steps`` (SimbaV2: 0.5, 1e-4 to 5e-5; Lee et al. 2025);
+            null: constant. The temperature's rate stays constant. Not with ``runtime.cudagraphs``.
     """
 
     actor_lr: float = 1e-3
@@ -200,9 +240,12 @@ class OptimizerSettings:
     alpha_beta1: float = 0.5
     weight_decay: float = 0.0
     fused_adam: bool = False
+    lr_decay_to: float | None = None
 
     def __post_init__(self) -> None:
-        _finite("optim", ("actor_lr", "critic_lr", "alpha_lr", "encoder_lr"), self)
+        _finite("optim", ("actor_lr", "critic_lr", "alpha_lr", "encoder_lr", "lr_decay_to"), self)
+        check(self.lr_decay_to is None or 0 <= self.lr_decay_to <= 1, f"model.optim.lr_decay_to={self.lr_decay_to} "
+              "must be in [0, 1] (the final fraction of each learning rate) or null")
         for name in ("actor_lr", "critic_lr", "alpha_lr"):
             check(getattr(self, name) > 0, f"model.optim.{name}={getattr(self, name)} must be > 0")
         check(self.encoder_lr is None or self.encoder_lr > 0, f"model.optim.encoder_lr={self.encoder_lr} must be > 0 "

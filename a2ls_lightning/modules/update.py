@@ -66,7 +66,8 @@ def run_update(module: Any, batch: Mapping[str, torch.Tensor]) -> None:
     """One gradient update of ``module`` on ``batch`` (losses, weighting, backward, guard, step, targets, logs)."""
     sac = module.sac
     update = module.trainer.global_step  # updates done so far (one optimizer step each)
-    module.learner.observe(batch)  # running observation statistics (obs_norm), before the losses read them
+    # running observation statistics (obs_norm) and the reward scale (reward_norm_g_max), before the losses read them
+    module.learner.observe(batch, module.reward_scale())
     update_actor = update % sac.actor_update_freq == 0
     path = loss_path(module.aux_weighting, module.runtime.cudagraphs)
     if path == "graphed":
@@ -88,6 +89,10 @@ def run_update(module: Any, batch: Mapping[str, torch.Tensor]) -> None:
         counted_step(opt, opt.optimizer.step)
     else:
         opt.step()
+    # hyperspherical: weights back onto the sphere, after the step (the weighting rule saw the raw gradients)
+    module.learner.project_weights()
+    if module.lr_schedule is not None:  # optim.lr_decay_to: the rates of the next update
+        module.lr_schedule.step()
     if update % sac.target_update_freq == 0:
         module.learner.update_targets(sac.critic_tau, sac.encoder_tau)
     module.after_update(update, main, aux, metrics)
@@ -100,6 +105,7 @@ def _graphed_update(module: Any, batch: Mapping[str, torch.Tensor], update: int,
     main, aux, metrics, grad_norm = graphed(batch, update_actor, update % module.sac.target_update_freq == 0)
     module.guard.observe(update, named_losses(main, aux), [grad_norm])
     counted_step(opt)  # the step itself ran in the graph: only Lightning's counting is left to do
+    module.learner.project_weights()  # in place, outside the graph (the captured step reads the same storage)
     module.after_update(update, main, aux, metrics)
 
 
