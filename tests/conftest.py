@@ -1,9 +1,15 @@
-"""Shared fixtures: shrunk configurations that train in seconds on a 2-core CPU."""
+"""Shared fixtures and helpers: shrunk configurations that train in seconds on a 2-core CPU, the ``a2ls`` command
+in this process and as a real process, and the checks several test files make."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -16,6 +22,21 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 from a2ls_lightning import ReplayDataModule, SACModule
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+# ``a2ls fit`` settings that train in seconds (the command's own tests and the newcomer's).
+CLI_TINY = [
+    "--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16",
+    "--data.batch_size=32", "--data.capacity=5000", "--data.warmup_steps=100",
+    "--data.eval_interval=600", "--data.eval_episodes=1", "--trainer.log_every_n_steps=20",
+    "--trainer.enable_progress_bar=false",
+]
+# Smaller still, for runs that stop before training or train a handful of updates (5 unless a test says more).
+QUICK = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16", "--data.batch_size=16",
+         "--data.capacity=300", "--data.warmup_steps=40", "--data.eval_episodes=1", "--trainer.max_steps=5",
+         "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
 
 
 def tiny_module(**overrides) -> SACModule:
@@ -59,3 +80,129 @@ def make_data():
 @pytest.fixture
 def make_trainer(tmp_path):
     return lambda max_steps, **kw: tiny_trainer(tmp_path, max_steps, **kw)
+
+
+# --- the a2ls command -------------------------------------------------------------------------------------------------
+def process_env(**extra: str) -> dict[str, str]:
+    """The environment of an ``a2ls`` process a test starts: this checkout's package first (not another install of
+    it), ``tests/`` for the callbacks of ``cli_probe``, one thread."""
+    path = os.pathsep.join([str(ROOT), str(TESTS)])
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
+                **extra)
+
+
+def a2ls(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The real ``a2ls`` command in a process of its own (for what only a process shows: exit codes of the console
+    script, signals, DDP ranks)."""
+    return subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", *args], cwd=cwd, env=process_env(), text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    """``a2ls`` in this process (the console script's own ``main``): exit code, stdout, stderr."""
+    from a2ls_lightning.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    """``a2ls`` in this process: exit code and stderr."""
+    code, _, err = run_main(args, capsys)
+    return code, err
+
+
+def assert_one_line(code: int, stderr: str, fragment: str, steps: list) -> None:
+    """A refusal: exit 2, one ``a2ls: error:`` line holding ``fragment``, no traceback, no env step taken."""
+    assert code == 2, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("a2ls: error:")]
+    assert len(errors) == 1, stderr[-2000:]
+    assert fragment in errors[0], errors[0]
+    assert not steps, "an environment step was taken before the error"
+
+
+@pytest.fixture
+def no_env_steps(monkeypatch) -> list:
+    """Watches the collector's ``step``: the list gets an entry for every environment step taken."""
+    from a2ls_lightning.data.collector import EpisodeCollector
+
+    steps = []
+    original = EpisodeCollector.step
+
+    def watched(self, policy=None):
+        steps.append(1)
+        return original(self, policy)
+
+    monkeypatch.setattr(EpisodeCollector, "step", watched)
+    return steps
+
+
+# --- exact resume -------------------------------------------------------------------------------------------------
+def resume_run(tmp_path, steps: int, ckpt_in=None, ckpt_out=None, module_settings=None, **data_settings):
+    """A seeded tiny run of ``steps`` updates (from ``ckpt_in`` if given, saved to ``ckpt_out`` if given) that
+    records its evaluations in ``data.evaluations``: (module, datamodule, trainer)."""
+    pl.seed_everything(7)
+    module = tiny_module(**{"aux_losses": None, **(module_settings or {})})
+    data = tiny_data(seed=7, eval_interval=300, **data_settings)
+    data.evaluations = {}
+    data.add_eval_listener(lambda env_steps, value: data.evaluations.__setitem__(env_steps, value))
+    trainer = tiny_trainer(tmp_path, steps)
+    trainer.fit(module, data, ckpt_path=ckpt_in)
+    if ckpt_out is not None:
+        trainer.save_checkpoint(ckpt_out)
+    return module, data, trainer
+
+
+def assert_same_state(a, b, da, db) -> None:
+    """Two runs end in the same state: weights, Adam's moments, temperature, replay contents, collector counts."""
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(pa.float(), pb.float(), atol=1e-6, rtol=0), name
+    oa, ob = a.optimizers().optimizer.state_dict(), b.optimizers().optimizer.state_dict()
+    for key, sa in oa["state"].items():
+        for field in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.allclose(sa[field].float(), ob["state"][key][field].float(), atol=1e-6, rtol=0), (key, field)
+    assert torch.equal(a.learner.log_alpha, b.learner.log_alpha)
+    sa, sb = da.replay.buffer.storage._storage, db.replay.buffer.storage._storage
+    assert len(da.replay) == len(db.replay)
+    for key in sa.keys():
+        assert torch.equal(sa[key][: len(da.replay)], sb[key][: len(db.replay)]), key
+    assert sorted(da.replay.sampler.valid_starts()) == sorted(db.replay.sampler.valid_starts())
+    assert da.collector.env_steps == db.collector.env_steps and da.collector.episodes == db.collector.episodes
+
+
+# --- other shared pieces --------------------------------------------------------------------------------------------
+def fused_on_cpu() -> bool:
+    """Whether this torch can fuse Adam on the CPU."""
+    from a2ls_lightning.modules import agent
+
+    try:
+        agent.check_fused_adam(torch.device("cpu"))
+        return True
+    except ValueError:
+        return False
+
+
+def fit_with_callback(module, callback, steps, ckpt_path=None, **trainer_kwargs) -> pl.Trainer:
+    """A Trainer with one callback (a weighting rule) fitting ``module`` for ``steps`` steps (its own data)."""
+    kwargs = {"max_steps": steps, "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+              "enable_progress_bar": False, "enable_model_summary": False}
+    kwargs.update(trainer_kwargs)
+    trainer = pl.Trainer(callbacks=[callback], **kwargs)
+    trainer.fit(module, ckpt_path=ckpt_path)
+    return trainer
+
+
+@functools.cache
+def benchmark_script():
+    """``scripts/benchmark_learning.py`` loaded as a module (once per session)."""
+    spec = importlib.util.spec_from_file_location("benchmark_learning", ROOT / "scripts" / "benchmark_learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_cli import a2ls
+from conftest import a2ls
 
 TINY_DDP = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16", "--data.batch_size=16",
             "--data.capacity=3000", "--data.warmup_steps=40", "--data.eval_episodes=0", "--trainer.max_steps=200",

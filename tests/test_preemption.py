@@ -18,13 +18,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import tiny_data, tiny_module, tiny_trainer
+from conftest import process_env, tiny_data, tiny_module, tiny_trainer
 
 from a2ls_lightning.callbacks import GracefulPreemption, OLAux
 from a2ls_lightning.data.snapshots import find_snapshot, load_snapshot
 from a2ls_lightning.modules.guard import NonFiniteError
 
-TESTS = Path(__file__).parent
 MAX_STEPS, INTERVAL = 240, 80
 CONFIG = f"""
 seed_everything: 5
@@ -46,7 +45,7 @@ data: {{capacity: 3000, batch_size: 16, warmup_steps: 40, eval_interval: 200, ev
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(TESTS), OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    return process_env()
 
 
 def _start(run: Path, *extra: str, resume: bool = False) -> subprocess.Popen:

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import a2ls
-from test_second_hour import TINY
+from conftest import a2ls, process_env
 
 from a2ls_lightning.runs import FolderLock, forwarding_signals, run_seed
 from a2ls_lightning.runs.supervise import stopped_by, wait_supervised
 
-TESTS = Path(__file__).parent
+# Action repeat 8 (125 agent steps per episode, short evaluations) and a checkpoint every 50 updates.
+TINY = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_hidden_dim=16", "--data.batch_size=16",
+        "--data.capacity=3000", "--data.warmup_steps=40", "--data.eval_interval=400", "--data.eval_episodes=1",
+        "--data.action_repeat=8", "--trainer.callbacks.every_n_train_steps=50", "--trainer.enable_progress_bar=false"]
 
 
 def _alive(pid: int) -> bool:
@@ -119,7 +121,7 @@ def test_a_signal_the_runner_ignores_stays_ignored():
 def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(tmp_path):
     args = [sys.executable, "-m", "a2ls_lightning.cli", "fit", "--seeds", "1,2", "--jobs", "1", *TINY,
             "--trainer.max_steps=100000", "--trainer.default_root_dir=multi"]
-    env = dict(os.environ, PYTHONPATH=str(TESTS), OMP_NUM_THREADS="1", MUJOCO_GL="egl")
+    env = process_env()
     runner = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seed1 = tmp_path / "multi" / "seed_1"
     child = 0
