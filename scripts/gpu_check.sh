@@ -62,7 +62,7 @@ PY
 
 echo "## GPU tests"
 set +e
-"$PY" -m pytest -m gpu -q tests/test_gpu.py
+"$PY" -m pytest -m gpu -q -n 0 tests/test_gpu.py  # one process: the GPU tests share one device
 rc=$?
 set -e
 # 5: nothing collected/all deselected is not a failure; skips (no CUDA on --dry-run) are reported by -rs

@@ -67,6 +67,19 @@ def tiny_trainer(tmp_path, max_steps: int, **overrides) -> pl.Trainer:
     return pl.Trainer(**kwargs)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """For pytest-xdist (setup.cfg spreads the suite over the cores, ``--dist loadgroup``): the tests of a module
+    that share a module-scoped fixture (a trained run, a database server, compile's warm-up) form one group, so one
+    worker builds that fixture once instead of each worker building it."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)  # pytest's record of the item's fixtures
+        if info is None:
+            continue
+        if any(defs and defs[-1].scope == "module" for name, defs in info.name2fixturedefs.items()
+               if name in item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture
 def make_module():
     return tiny_module
@@ -87,8 +100,11 @@ def process_env(**extra: str) -> dict[str, str]:
     """The environment of an ``a2ls`` process a test starts: this checkout's package first (not another install of
     it), ``tests/`` for the callbacks of ``cli_probe``, one thread."""
     path = os.pathsep.join([str(ROOT), str(TESTS)])
-    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
-                **extra)
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), **extra)
+    # A DDP test run in this process (ddp_spawn) leaves its rendezvous port here; a process started later picks a
+    # free one of its own, as it would from a shell.
+    env.pop("MASTER_PORT", None)
+    return env
 
 
 def a2ls(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -48,16 +48,34 @@ def _env() -> dict[str, str]:
     return process_env()
 
 
-def _start(run: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
+def _args(run: Path, *extra: str, resume: bool = False) -> list[str]:
+    """``a2ls fit`` of the run folder ``run`` (its config written there), resumed from its last.ckpt if asked."""
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(CONFIG.replace("RUN", str(run)))
-    args = [sys.executable, "-m", "a2ls_lightning.cli", "fit", f"--config={run / 'config.yaml'}",
-            f"--trainer.default_root_dir={run}", *extra]
+    args = ["fit", f"--config={run / 'config.yaml'}", f"--trainer.default_root_dir={run}", *extra]
     if resume:
         args.append(f"--ckpt_path={run / 'ckpt' / 'last.ckpt'}")
+    return args
+
+
+def _start(run: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
+    """The run as a real ``a2ls`` process, for the tests that signal it."""
+    args = [sys.executable, "-m", "a2ls_lightning.cli", *_args(run, *extra, resume=resume)]
     # A session of its own: a signal to its process group reaches every rank, as a scheduler's does.
     return subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def _fit_here(run: Path, *extra: str, resume: bool = False) -> int:
+    """The same ``a2ls fit`` in this process (the console script's ``main``), for the runs no signal reaches: the
+    command's exit code."""
+    from a2ls_lightning.cli import main
+
+    try:
+        main(_args(run, *extra, resume=resume))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
 
 
 def _progress(run: Path) -> int:
@@ -120,9 +138,7 @@ def _assert_equal(a, b, where: str = "") -> None:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("straight") / "run"
-    proc = _start(run)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert _fit_here(run) == 0
     return run
 
 
@@ -140,9 +156,7 @@ def test_signal_saves_the_update_in_flight_and_the_resume_equals_an_uninterrupte
     assert line in stderr.splitlines(), stderr[-2000:]
     assert "Traceback" not in stderr
 
-    proc = _start(run, resume=True)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert _fit_here(run, resume=True) == 0
     _assert_equal(_state(straight), _state(run), "checkpoint")
     straight_evals, cut_evals = _evals(straight), _evals(run)
     assert set(cut_evals) == set(straight_evals)  # no extra evaluation at the cut
@@ -158,11 +172,10 @@ def test_a_second_signal_during_the_save_keeps_everything_valid(tmp_path):
     assert "SIGINT again: the checkpoint is being written" in stderr
     state = _state(run)  # loads and verifies the side file against the recorded checksum
     assert state["global_step"] == _progress(run)
-    proc = _start(run, "--trainer.callbacks+=cli_probe.SignalDuringSave", resume=True)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert _fit_here(run, "--trainer.callbacks+=cli_probe.SignalDuringSave", resume=True) == 0
 
 
+@pytest.mark.xdist_group("ddp")  # its two ranks take both cores: one DDP test at a time (pytest-xdist)
 def test_ddp_sigterm_to_the_process_group_saves_every_rank_and_stops_all(tmp_path):
     run = tmp_path / "run"
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--data.eval_episodes=0"]

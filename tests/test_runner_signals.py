@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import a2ls, process_env
+from conftest import process_env, run_main
 
 from a2ls_lightning.runs import FolderLock, forwarding_signals, run_seed
 from a2ls_lightning.runs.supervise import stopped_by, wait_supervised
@@ -46,6 +46,24 @@ def test_a_locked_folder_is_left_alone_and_says_by_whom(tmp_path):
     finally:
         held.release()
     assert FolderLock(tmp_path / "run").acquire()  # released with its last holder
+
+
+def test_the_lock_passes_only_to_the_process_given_it(tmp_path):
+    """The lock's descriptor is not inherited: a process started with every inheritable descriptor (another seed's
+    training) does not hold the lock, the one given it through ``pass_fds`` does."""
+    for given, locked_after in ((False, False), (True, True)):
+        lock = FolderLock(tmp_path / f"run_{given}")
+        assert lock.acquire() and not os.get_inheritable(lock.fds[0])
+        passing = {"pass_fds": lock.fds} if given else {"close_fds": False}  # every inheritable one
+        child = subprocess.Popen(["sleep", "30"], **passing)
+        try:
+            lock.release()  # the parent's descriptor is closed: only the child can hold the lock now
+            other = FolderLock(tmp_path / f"run_{given}")
+            assert other.acquire() is not locked_after
+            other.release()
+        finally:
+            child.kill()
+            child.wait()
 
 
 def _sleeper(on_sigterm_exit: int | None = None) -> subprocess.Popen:
@@ -118,7 +136,7 @@ def test_a_signal_the_runner_ignores_stays_ignored():
         signal.signal(signal.SIGHUP, before)
 
 
-def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(tmp_path):
+def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(tmp_path, monkeypatch, capsys):
     args = [sys.executable, "-m", "a2ls_lightning.cli", "fit", "--seeds", "1,2", "--jobs", "1", *TINY,
             "--trainer.max_steps=100000", "--trainer.default_root_dir=multi"]
     env = process_env()
@@ -133,11 +151,13 @@ def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(t
         child = int((seed1 / ".a2ls.lock").read_text())
         assert child != runner.pid and _alive(child)
 
-        second = a2ls("fit", "--seeds", "1", *TINY, "--trainer.max_steps=100000", "--trainer.default_root_dir=multi",
-                      cwd=tmp_path)
-        assert second.returncode == 1
-        assert f"seed 1: not started: {Path('multi') / 'seed_1'} is being trained by pid {child}" in second.stdout
-        assert "| 1 | busy |" in second.stdout
+        # A second runner (in this process: it starts nothing) finds the folder locked.
+        monkeypatch.chdir(tmp_path)
+        code, stdout, _ = run_main(["fit", "--seeds", "1", *TINY, "--trainer.max_steps=100000",
+                                    "--trainer.default_root_dir=multi"], capsys)
+        assert code == 1
+        assert f"seed 1: not started: {Path('multi') / 'seed_1'} is being trained by pid {child}" in stdout
+        assert "| 1 | busy |" in stdout
 
         runner.send_signal(signal.SIGTERM)  # the runner alone, as `kill PID` does
         out, _ = runner.communicate(timeout=120)
