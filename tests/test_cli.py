@@ -88,7 +88,6 @@ def test_losses_command_prints_the_presets(capsys):
     assert "s0,s2,s8,a0-a5,a7,a8,r3,r4,r8 -> s1,s3,s6,s9,a4" in stdout
 
 
-@pytest.mark.xdist_group("ddp")  # its two ranks take both cores: one DDP test at a time (pytest-xdist)
 def test_ddp_two_cpu_ranks_differ_in_data_and_agree_in_weights(tmp_path):
     probe = tmp_path / "probe"
     out = a2ls(

@@ -13,7 +13,6 @@ TINY_DDP = ["--model.hidden_dim=32", "--model.feature_dim=16", "--model.encoder_
             "--trainer.devices=2", "--trainer.accelerator=cpu"]
 
 
-@pytest.mark.xdist_group("ddp")  # its two ranks take both cores: one DDP test at a time (pytest-xdist)
 @pytest.mark.parametrize("callback,rank,expected", [
     ("cli_probe.PoisonAt", 1, "non-finite values at update 20"),  # divergence on one rank only
     ("cli_probe.RaiseAt", 0, "injected failure on rank 0 at update 20"),  # any failure of the main rank

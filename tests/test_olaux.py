@@ -398,7 +398,6 @@ def ddp_against_one_process(tmp_path, make_callback, steps):
     return rank0, rank1, single
 
 
-@pytest.mark.xdist_group("ddp")  # its two ranks take both cores: one DDP test at a time (pytest-xdist)
 def test_ddp_two_ranks_average_gradients_before_the_dot_products(tmp_path):
     # without log balancing: log(mean over the union) is not the mean of the ranks' logs
     rank0, rank1, single = ddp_against_one_process(tmp_path, lambda: OLAux(n_steps=2, lr=0.05, log_balance=False), 5)

@@ -175,7 +175,6 @@ def test_a_second_signal_during_the_save_keeps_everything_valid(tmp_path):
     assert _fit_here(run, "--trainer.callbacks+=cli_probe.SignalDuringSave", resume=True) == 0
 
 
-@pytest.mark.xdist_group("ddp")  # its two ranks take both cores: one DDP test at a time (pytest-xdist)
 def test_ddp_sigterm_to_the_process_group_saves_every_rank_and_stops_all(tmp_path):
     run = tmp_path / "run"
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--data.eval_episodes=0"]
