@@ -3,6 +3,7 @@ in this process and as a real process, and the checks several test files make.""
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 import os
@@ -215,19 +216,37 @@ def benchmark_script():
 # setup.cfg runs the suite on every core (-n auto). Its default scheduling sends tests out one by one; these units
 # keep together what must not be split (xdist's own xdist_group marks are not honoured with pytest 9's node ids,
 # pytest-xdist issue 1386):
-# - the tests of a module with a module-scoped fixture (a trained run, a database server, compile's warm-up), so one
-#   worker builds it once;
+# - the tests that use a module-scoped fixture of their file (a trained run, a database server, compile's warm-up),
+#   so one worker builds it once;
 # - the DDP tests, one at a time: their two ranks take both cores, and each picks its own rendezvous port.
-SHARED_FIXTURE_MODULES = {path.name for path in TESTS.glob("test_*.py") if 'scope="module"' in path.read_text()}
+@functools.cache
+def module_fixture_users(filename: str) -> frozenset[str] | None:
+    """The tests of ``tests/<filename>`` that take one of its module-scoped fixtures (read from the source: the
+    scheduler runs before any test module is imported); ``None`` when such a fixture is autouse (every test)."""
+    path = TESTS / filename
+    if not path.is_file():
+        return frozenset()
+    functions = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
+    shared = set()
+    for function in functions:
+        for decorator in function.decorator_list:
+            keywords = {k.arg: getattr(k.value, "value", None) for k in getattr(decorator, "keywords", [])}
+            if keywords.get("scope") == "module":
+                if keywords.get("autouse") is True:
+                    return None
+                shared.add(function.name)
+    return frozenset(f.name for f in functions
+                     if f.name.startswith("test") and shared & {a.arg for a in f.args.args})
 
 
 def work_unit(nodeid: str) -> str:
     """The unit of work a test belongs to: ``"ddp"``, its module's path, or the test itself."""
     path, _, name = nodeid.partition("::")
-    filename = path.rsplit("/", 1)[-1]
-    if filename.startswith("test_ddp") or name.startswith("test_ddp"):
+    filename, function = path.rsplit("/", 1)[-1], name.split("[", 1)[0]
+    if filename.startswith("test_ddp") or function.startswith("test_ddp"):
         return "ddp"
-    if filename in SHARED_FIXTURE_MODULES:
+    users = module_fixture_users(filename)
+    if users is None or function in users:
         return path
     return nodeid
 
