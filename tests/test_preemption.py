@@ -25,6 +25,8 @@ from a2ls_lightning.data.snapshots import find_snapshot, load_snapshot
 from a2ls_lightning.modules.guard import NonFiniteError
 
 MAX_STEPS, INTERVAL = 240, 80
+# The resumes run in this process and write into the checkpoint folder they resume from, on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")
 CONFIG = f"""
 seed_everything: 5
 trainer:

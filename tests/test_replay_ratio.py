@@ -41,6 +41,8 @@ def test_bad_ratios_give_one_line_naming_the_field(value):
     assert "\n" not in str(err.value)
 
 
+# 8 updates, fewer than one logging interval: nothing is logged, on purpose (the counts are read from the done line).
+@pytest.mark.filterwarnings("ignore:The number of training batches .* is smaller than the logging interval")
 @pytest.mark.parametrize("ratio, env_steps", [(0.5, 4 * (20 + 16)), (1, 4 * (20 + 8)), (2, 4 * (20 + 4)),
                                               (4, 4 * (20 + 2))])
 def test_a2ls_fit_counts_updates_and_env_steps(tmp_path, monkeypatch, capsys, ratio, env_steps):
