@@ -120,6 +120,9 @@ def ensure_writable(folder: str | os.PathLike, setting: str) -> Path:
     try:
         missing = [f for f in (folder, *folder.parents) if not f.exists()]
         folder.mkdir(parents=True, exist_ok=True)
+        # Folders that hold a file now (an earlier run's) are never removed: forgotten, so a long-lived process
+        # (a search worker, a notebook) does not collect every run folder it ever made.
+        _CREATED[:] = [f for f in _CREATED if f.is_dir() and not _holds_a_file(f)]
         _CREATED.extend(missing)
         probe = folder / f".a2ls-write-probe{os.getpid()}"
         with open(probe, "wb") as handle:
@@ -133,8 +136,12 @@ def ensure_writable(folder: str | os.PathLike, setting: str) -> Path:
     return folder
 
 
-#: Folders :func:`ensure_writable` created in this process (deepest first per call).
+#: Folders :func:`ensure_writable` created in this process that hold no file yet (deepest first per call).
 _CREATED: list[Path] = []
+
+
+def _holds_a_file(folder: Path) -> bool:
+    return any(not p.is_dir() for p in folder.rglob("*"))
 
 
 def remove_created_folders() -> list[Path]:

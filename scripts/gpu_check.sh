@@ -35,7 +35,7 @@ echo "## updates/s ($DEV)"
   --warmup-steps "$WARM" --modes "$PIXEL_MODES" --pixels --image-size "$IMG" --crop-size "$CROP" "${BENCH_EXTRA[@]}"
 
 echo "## smoke run: a2ls fit, pixels, a2_winner, $SMOKE updates ($DEV)"
-EVAL=$(( SMOKE * 2 ))  # env steps (action repeat 4 on cheetah): at least one evaluation before the end
+EVAL=$(( (WARM + SMOKE / 2) * 4 ))  # env steps (action repeat 4 on cheetah): one evaluation halfway, one at the end
 "$PY" -m a2ls_lightning.cli fit --trainer.max_steps "$SMOKE" --trainer.accelerator "$ACCEL" --trainer.devices 1 \
   --trainer.precision bf16-mixed --trainer.log_every_n_steps "$(( SMOKE / 10 > 0 ? SMOKE / 10 : 1 ))" \
   --trainer.default_root_dir "$WORK/run" --trainer.enable_progress_bar false \
@@ -62,7 +62,7 @@ PY
 
 echo "## GPU tests"
 set +e
-"$PY" -m pytest -m gpu -q tests/test_gpu.py
+"$PY" -m pytest -m gpu -q -n 0 tests/test_gpu.py  # one process: the GPU tests share one device
 rc=$?
 set -e
 # 5: nothing collected/all deselected is not a failure; skips (no CUDA on --dry-run) are reported by -rs

@@ -9,8 +9,8 @@ import logging
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import fused_on_cpu as _fused_on_cpu
 from conftest import tiny_data, tiny_module, tiny_trainer
-from test_backbone import _fused_on_cpu
 
 from a2ls_lightning.modules.lean_step import wrappers_idle
 

@@ -8,7 +8,7 @@ import logging
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import tiny_data, tiny_module, tiny_trainer
+from conftest import fused_on_cpu, tiny_data, tiny_module, tiny_trainer
 from tensordict import TensorDict
 
 from a2ls_lightning import SACModule
@@ -25,12 +25,7 @@ FRONTIER = dict(critic_blocks=2, actor_blocks=1, encoder_blocks=1, obs_norm=True
                 target_entropy_coef=0.5, reset_every=3)
 
 
-def _fused_on_cpu() -> bool:
-    try:
-        agent_optim.check_fused_adam(torch.device("cpu"))
-        return True
-    except ValueError:
-        return False
+_fused_on_cpu = fused_on_cpu
 
 
 # --- pieces -----------------------------------------------------------------------------------------------------

@@ -12,14 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from a2ls_lightning.data.collector import EpisodeCollector
+from conftest import QUICK as TINY
+from conftest import assert_one_line, run  # run: test_second_hour imports it from here
 
 DATA = Path(__file__).parent / "data" / "checkpoint_v0_1"
-TINY = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
-        "--data.batch_size=16",
-        "--data.capacity=300", "--data.warmup_steps=40", "--data.eval_episodes=1", "--trainer.max_steps=5",
-        "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
 OLAUX = "--trainer.callbacks+=a2ls_lightning.callbacks.OLAux"
 RLAUX = "--trainer.callbacks+=a2ls_lightning.callbacks.RLAux"
 FWD = "--model.aux_losses={fwd: forward_dynamics}"
@@ -101,40 +97,6 @@ CASES = [
     (["--trainer.callbacks+=a2ls_lightning.callbacks.CosineGating", "--trainer.callbacks.gradient_method=magic"],
      "gradient_method"),
 ]
-
-
-@pytest.fixture
-def no_env_steps(monkeypatch):
-    steps = []
-    original = EpisodeCollector.step
-
-    def watched(self, policy=None):
-        steps.append(1)
-        return original(self, policy)
-
-    monkeypatch.setattr(EpisodeCollector, "step", watched)
-    return steps
-
-
-def run(args, capsys):
-    from a2ls_lightning.cli import main
-
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, capsys.readouterr().err
-
-
-def assert_one_line(code: int, stderr: str, fragment: str, steps: list) -> None:
-    assert code == 2, stderr[-2000:]
-    assert "Traceback" not in stderr, stderr[-2000:]
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("a2ls: error:")]
-    assert len(errors) == 1, stderr[-2000:]
-    assert fragment in errors[0], errors[0]
-    assert not steps, "an environment step was taken before the error"
 
 
 @pytest.mark.parametrize("bad,fragment", CASES, ids=[" ".join(c[0])[-60:] for c in CASES])

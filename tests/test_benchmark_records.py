@@ -6,7 +6,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from test_pixel_tasks import BENCH
+from conftest import benchmark_script
+
+BENCH = benchmark_script()
 
 
 def test_a_records_adam_step_follows_the_command_then_the_config_then_the_default():

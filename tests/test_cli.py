@@ -3,50 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-TESTS = Path(__file__).parent
-TINY = [
-    "--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
-    "--data.batch_size=32", "--data.capacity=5000", "--data.warmup_steps=100",
-    "--data.eval_interval=600", "--data.eval_episodes=1", "--trainer.log_every_n_steps=20",
-    "--trainer.enable_progress_bar=false",
-]
-
-
-def a2ls(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    # The checkout under test first (not an installed copy elsewhere), and the tests folder for their helpers.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
-               MUJOCO_GL="egl")
-    return subprocess.run([sys.executable, "-m", "a2ls_lightning.cli", *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout)
-
-
-def a2ls_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``a2ls ARGS`` run in ``cwd`` by this process (for tests where the process itself is not what is tested: no
-    interpreter start-up and imports per call): exit code, stdout and stderr, as :func:`a2ls` gives them."""
-    import contextlib
-    import io
-
-    from a2ls_lightning.cli import main
-
-    out, err, code, before = io.StringIO(), io.StringIO(), 0, os.getcwd()
-    try:
-        os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main(list(args))
-            except SystemExit as exit_:
-                code = int(exit_.code or 0)
-    finally:
-        os.chdir(before)
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+from conftest import CLI_TINY as TINY
+from conftest import a2ls, run_main  # test_newcomer imports them from here too
 
 
 def _scalars(root: Path) -> dict[str, list[float]]:
@@ -72,19 +34,6 @@ def test_fit_smoke_run_trains_and_logs(tmp_path):
     # one point per evaluation (at 600, 1200 env steps and the final one at 1600), each written once
     assert scalars["eval/env_steps"] == [600.0, 1200.0, 1600.0] and len(scalars["eval/return"]) == 3
     assert list((tmp_path).rglob("replay/step*-rank0.pt")), "the rank's replay side file is missing"
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    """``a2ls`` in this process (the console script's own ``main``): exit code, stdout, stderr."""
-    from a2ls_lightning.cli import main
-
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_help_documents_every_argument(capsys):

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-from conftest import tiny_data, tiny_module, tiny_trainer
-from test_cli import run_main
-from test_second_hour import TINY
+from conftest import SEEDS_TINY as TINY
+from conftest import run_main, tiny_data, tiny_module, tiny_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter", "ignore:.*LeafSpec")
 

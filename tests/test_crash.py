@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import process_env
 
 from a2ls_lightning.data.snapshots import find_snapshot
 from a2ls_lightning.files import TEMP_MARK
 
-TESTS = Path(__file__).parent
 INTERVAL = 5  # updates between checkpoints
 MAX_STEPS = 300
 CONFIG = f"""
@@ -41,9 +41,7 @@ data: {{capacity: 20000, batch_size: 16, warmup_steps: 40, eval_interval: 100000
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    # The checkout under test first (not an installed copy elsewhere), the tests folder for helpers.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
-               MUJOCO_GL="egl")
+    env = process_env()
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK):
         other = shm / f"a2ls-crash-{os.getpid()}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_cli import a2ls
+from conftest import a2ls
 
 TINY_DDP = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
             "--data.batch_size=16",

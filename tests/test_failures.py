@@ -145,3 +145,18 @@ def test_guard_state_is_finite_on_a_normal_run(tmp_path):
     tiny_trainer(tmp_path, 20).fit(module, tiny_data(eval_episodes=0))
     module.check_finite()  # no raise
     assert math.isfinite(float(sum(p.detach().sum() for p in module.parameters())))
+
+
+def test_a_long_lived_process_forgets_the_folders_of_runs_that_wrote_files(tmp_path, monkeypatch):
+    """The folders a refused run made are removed (no empty run folders left behind); in a process that starts many
+    runs (a search worker), the record of made folders does not grow with every run that wrote something."""
+    monkeypatch.setattr(files, "_CREATED", [])
+    for i in range(20):
+        ckpt = files.ensure_writable(tmp_path / f"run{i}" / "ckpt", "trainer.default_root_dir")
+        (ckpt / "last.ckpt").write_text("saved")
+    assert sorted(files._CREATED) == [tmp_path / "run19", tmp_path / "run19" / "ckpt"]  # the last run's, not 40
+    files.ensure_writable(tmp_path / "refused" / "run", "trainer.default_root_dir")
+    files.ensure_writable(tmp_path / "refused" / "run" / "replay", "the checkpoint folder")
+    files.remove_created_folders()
+    assert not (tmp_path / "refused").exists()
+    assert all((tmp_path / f"run{i}" / "ckpt" / "last.ckpt").exists() for i in range(20))

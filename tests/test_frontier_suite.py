@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from test_pixel_tasks import BENCH
+from conftest import benchmark_script
 
 from a2ls_lightning.data.replay_ratio import agent_steps_for, parse_replay_ratio
 from a2ls_lightning.modules.settings import flatten_model_settings
 
+BENCH = benchmark_script()
 CONFIG = BENCH.FRONTIER_CONFIG
 SHRINK = ["--data.batch_size=8", "--data.capacity=300", "--data.warmup_steps=10", "--data.eval_episodes=0",
           "--trainer.max_steps=6", "--trainer.log_every_n_steps=2"]

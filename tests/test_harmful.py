@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_bad_input import TINY, run
+from conftest import QUICK as TINY
+from conftest import run
 
 from a2ls_lightning.modules.harmful import NoiseTargetLoss
 from a2ls_lightning.modules.learner import SACLearner

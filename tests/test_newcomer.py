@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_cli import TINY, a2ls, run_main
+from conftest import CLI_TINY as TINY
+from conftest import a2ls, run_main
 
 
 def test_top_level_help_lists_every_command(capsys):

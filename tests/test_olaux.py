@@ -8,6 +8,7 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import fit_with_callback
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
@@ -321,13 +322,7 @@ class TinyModule(pl.LightningModule):
         return torch.utils.data.DataLoader(torch.zeros(1000, 1), batch_size=1)
 
 
-def fit(module, callback, steps, ckpt_path=None, **trainer_kwargs):
-    kwargs = {"max_steps": steps, "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-              "enable_progress_bar": False, "enable_model_summary": False}
-    kwargs.update(trainer_kwargs)
-    trainer = pl.Trainer(callbacks=[callback], **kwargs)
-    trainer.fit(module, ckpt_path=ckpt_path)
-    return trainer
+fit = fit_with_callback
 
 
 def test_callback_installs_itself_and_logs_weights_on_log_steps(tmp_path):

@@ -5,13 +5,13 @@ frame stack as in the protocol; rendering costs ~20 ms a frame here, so few fram
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import benchmark_script
 
 from a2ls_lightning.modules.settings import flatten_model_settings
 from a2ls_lightning.plotting import read_scalars
@@ -24,14 +24,7 @@ SHRINK = ["--model.network.num_filters=4", "--model.network.hidden_dim=16", "--m
           "--trainer.log_every_n_steps=1", "--trainer.callbacks.every_n_train_steps=3"]
 
 
-def _benchmark_script():
-    spec = importlib.util.spec_from_file_location("benchmark_learning", ROOT / "scripts" / "benchmark_learning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _benchmark_script()
+BENCH = benchmark_script()
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
 

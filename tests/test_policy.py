@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_cli import run_main
-from test_second_hour import TINY
+from conftest import SEEDS_TINY as TINY
+from conftest import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 PIXELS = [f"--config={ROOT / 'configs' / 'benchmark_pixels_cpu.yaml'}", "--data.task=cartpole-swingup",

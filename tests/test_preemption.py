@@ -18,14 +18,15 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import tiny_data, tiny_module, tiny_trainer
+from conftest import process_env, tiny_data, tiny_module, tiny_trainer
 
 from a2ls_lightning.callbacks import GracefulPreemption, OLAux
 from a2ls_lightning.data.snapshots import find_snapshot, load_snapshot
 from a2ls_lightning.modules.guard import NonFiniteError
 
-TESTS = Path(__file__).parent
 MAX_STEPS, INTERVAL = 240, 80
+# The resumes run in this process and write into the checkpoint folder they resume from, on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")
 CONFIG = f"""
 seed_everything: 5
 trainer:
@@ -46,21 +47,37 @@ data: {{capacity: 3000, batch_size: 16, warmup_steps: 40, eval_interval: 200, ev
 
 
 def _env() -> dict[str, str]:
-    # The checkout under test first (not an installed copy elsewhere), the tests folder for helpers.
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
-                MUJOCO_GL="egl")
+    return process_env()
+
+
+def _args(run: Path, *extra: str, resume: bool = False) -> list[str]:
+    """``a2ls fit`` of the run folder ``run`` (its config written there), resumed from its last.ckpt if asked."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(CONFIG.replace("RUN", str(run)))
+    args = ["fit", f"--config={run / 'config.yaml'}", f"--trainer.default_root_dir={run}", *extra]
+    if resume:
+        args.append(f"--ckpt_path={run / 'ckpt' / 'last.ckpt'}")
+    return args
 
 
 def _start(run: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(CONFIG.replace("RUN", str(run)))
-    args = [sys.executable, "-m", "a2ls_lightning.cli", "fit", f"--config={run / 'config.yaml'}",
-            f"--trainer.default_root_dir={run}", *extra]
-    if resume:
-        args.append(f"--ckpt_path={run / 'ckpt' / 'last.ckpt'}")
+    """The run as a real ``a2ls`` process, for the tests that signal it."""
+    args = [sys.executable, "-m", "a2ls_lightning.cli", *_args(run, *extra, resume=resume)]
     # A session of its own: a signal to its process group reaches every rank, as a scheduler's does.
     return subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def _fit_here(run: Path, *extra: str, resume: bool = False) -> int:
+    """The same ``a2ls fit`` in this process (the console script's ``main``), for the runs no signal reaches: the
+    command's exit code."""
+    from a2ls_lightning.cli import main
+
+    try:
+        main(_args(run, *extra, resume=resume))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
 
 
 def _progress(run: Path) -> int:
@@ -123,9 +140,7 @@ def _assert_equal(a, b, where: str = "") -> None:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("straight") / "run"
-    proc = _start(run)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert _fit_here(run) == 0
     return run
 
 
@@ -143,9 +158,7 @@ def test_signal_saves_the_update_in_flight_and_the_resume_equals_an_uninterrupte
     assert line in stderr.splitlines(), stderr[-2000:]
     assert "Traceback" not in stderr
 
-    proc = _start(run, resume=True)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert _fit_here(run, resume=True) == 0
     _assert_equal(_state(straight), _state(run), "checkpoint")
     straight_evals, cut_evals = _evals(straight), _evals(run)
     assert set(cut_evals) == set(straight_evals)  # no extra evaluation at the cut
@@ -161,9 +174,7 @@ def test_a_second_signal_during_the_save_keeps_everything_valid(tmp_path):
     assert "SIGINT again: the checkpoint is being written" in stderr
     state = _state(run)  # loads and verifies the side file against the recorded checksum
     assert state["global_step"] == _progress(run)
-    proc = _start(run, "--trainer.callbacks+=cli_probe.SignalDuringSave", resume=True)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert _fit_here(run, "--trainer.callbacks+=cli_probe.SignalDuringSave", resume=True) == 0
 
 
 def test_ddp_sigterm_to_the_process_group_saves_every_rank_and_stops_all(tmp_path):

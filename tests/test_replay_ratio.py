@@ -7,8 +7,7 @@ import re
 from fractions import Fraction
 
 import pytest
-from test_cli import a2ls
-from test_resume import _assert_same_state
+from conftest import assert_same_state, resume_run, run
 
 from a2ls_lightning.data.replay_ratio import agent_steps_for, parse_replay_ratio, steps_before_update, updates_for
 
@@ -43,20 +42,24 @@ def test_bad_ratios_give_one_line_naming_the_field(value):
     assert "\n" not in str(err.value)
 
 
+# 8 updates, fewer than one logging interval: nothing is logged, on purpose (the counts are read from the done line).
+@pytest.mark.filterwarnings("ignore:The number of training batches .* is smaller than the logging interval")
 @pytest.mark.parametrize("ratio, env_steps", [(0.5, 4 * (20 + 16)), (1, 4 * (20 + 8)), (2, 4 * (20 + 4)),
                                               (4, 4 * (20 + 2))])
-def test_a2ls_fit_counts_updates_and_env_steps(tmp_path, ratio, env_steps):
+def test_a2ls_fit_counts_updates_and_env_steps(tmp_path, monkeypatch, capsys, ratio, env_steps):
     """env_steps = action_repeat · (warmup_steps + ceil(max_steps / replay_ratio)), max_steps updates."""
-    out = a2ls("fit", *TINY, f"--data.replay_ratio={ratio}", "--trainer.default_root_dir=run", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    done = re.search(r"a2ls: done: update (\d+), no evaluation, (\d+) env steps", out.stderr)
-    assert done and (int(done[1]), int(done[2])) == (8, env_steps), out.stderr[-1000:]
+    monkeypatch.chdir(tmp_path)
+    code, stderr = run(["fit", *TINY, f"--data.replay_ratio={ratio}", "--trainer.default_root_dir=run"], capsys)
+    assert code == 0, stderr[-3000:]
+    done = re.search(r"a2ls: done: update (\d+), no evaluation, (\d+) env steps", stderr)
+    assert done and (int(done[1]), int(done[2])) == (8, env_steps), stderr[-1000:]
 
 
-def test_replay_ratio_and_env_steps_per_update_together_are_refused(tmp_path):
-    out = a2ls("fit", *TINY, "--data.replay_ratio=2", "--data.env_steps_per_update=2", cwd=tmp_path)
-    assert out.returncode != 0
-    assert "data.env_steps_per_update=2 and data.replay_ratio=2.0 both set the collection" in out.stderr
+def test_replay_ratio_and_env_steps_per_update_together_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default root folder is the working directory
+    code, stderr = run(["fit", *TINY, "--data.replay_ratio=2", "--data.env_steps_per_update=2"], capsys)
+    assert code != 0
+    assert "data.env_steps_per_update=2 and data.replay_ratio=2.0 both set the collection" in stderr
     assert not (tmp_path / "lightning_logs").exists()
 
 
@@ -64,17 +67,15 @@ def test_replay_ratio_and_env_steps_per_update_together_are_refused(tmp_path):
 def test_resume_at_ratio_2_between_two_updates_of_one_agent_step(tmp_path, module_settings):
     """A checkpoint after update 151 (odd: mid-group, the next update collects nothing) resumes exactly, with and
     without observation normalisation (its running statistics are module buffers: compared too)."""
-    from test_resume import _run
-
     kw = {"module_settings": module_settings, "replay_ratio": 2}
-    straight, d_straight, _ = _run(tmp_path / "a", 300, **kw)
+    straight, d_straight, _ = resume_run(tmp_path / "a", 300, **kw)
     ckpt = tmp_path / "b" / "half.ckpt"
-    _run(tmp_path / "b", 151, ckpt_out=ckpt, **kw)
-    resumed, d_resumed, trainer = _run(tmp_path / "b", 300, ckpt_in=str(ckpt), **kw)
+    resume_run(tmp_path / "b", 151, ckpt_out=ckpt, **kw)
+    resumed, d_resumed, trainer = resume_run(tmp_path / "b", 300, ckpt_in=str(ckpt), **kw)
     assert trainer.global_step == 300
     # 40 warm-up agent steps, then one per 2 updates: 150 policy steps, at action repeat 4
     assert d_straight.collector.env_steps == 4 * (40 + 150) == d_resumed.collector.env_steps
-    _assert_same_state(straight, resumed, d_straight, d_resumed)
+    assert_same_state(straight, resumed, d_straight, d_resumed)
     if module_settings:  # the statistics were updated (by every training batch) and match (compared above)
         counts = [v for name, v in straight.state_dict().items() if name.endswith(".count")]
         assert counts and all(float(c) > 0 for c in counts)
@@ -113,7 +114,7 @@ def test_grouped_updates_equal_one_update_per_step(tmp_path, monkeypatch, ratio,
     assert single[3].fit_loop.epoch_loop.batch_progress.total.completed == 120
     (a, da, ra, ta, la), (b, db, rb, tb, lb) = grouped, single
     assert ta.global_step == tb.global_step == 120
-    _assert_same_state(a, b, da, db)
+    assert_same_state(a, b, da, db)
     assert ra.weights == rb.weights
     assert la == lb and any(c for _, c, _ in la) and any(e for _, _, e in la)  # train and eval rows, same steps
 

@@ -5,9 +5,8 @@ import logging
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch import nn
-
-from test_olaux import fit  # the same one-callback Trainer as OL-AUX's tests
+from conftest import TinyContractModule as TinyModule
+from conftest import fit_with_callback as fit  # the same one-callback Trainer as OL-AUX's tests
 
 from a2ls_lightning.callbacks import RLAux
 
@@ -181,61 +180,6 @@ def test_labels_mode_picks_allowed_slots_and_learns(credit, mode):
 
 
 # --- Lightning: a tiny module, DDP ----------------------------------------------------------------------------
-class TinyModule(pl.LightningModule):
-    """Shared encoder, main head, one per-example auxiliary head; batch of update ``t`` on rank ``r`` from seed
-    ``1000·t + r``; ``heldout_main_loss`` on a batch from seed ``10⁶ + …``."""
-
-    per_example_losses = True
-
-    def __init__(self, out_dir: str | None = None) -> None:
-        super().__init__()
-        self.out_dir = out_dir
-        self.automatic_optimization = False
-        torch.manual_seed(0)
-        self.encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
-        self.main_head, self.aux_head = nn.Linear(8, 1), nn.Linear(8, 2)
-        self.aux_weighting = None
-        self._kept = None
-
-    def shared_parameters(self):
-        return list(self.encoder.parameters())
-
-    def data(self, seed: int, n: int = 16):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(n, 4, generator=g)
-        return x, x.sum(1, keepdim=True).sin(), torch.randn(n, 2, generator=g)
-
-    def heldout_main_loss(self, resample: bool = True, with_graph: bool = False) -> torch.Tensor:
-        if resample:
-            self._kept = self.data(10**6 + 1000 * self.global_step + self.global_rank, 64)
-        x, y, _ = self._kept
-        with torch.set_grad_enabled(with_graph):
-            return (self.main_head(self.encoder(x)) - y).pow(2).mean()
-
-    def training_step(self, batch, batch_idx):
-        x, y, ya = self.data(1000 * self.global_step + self.global_rank)
-        z = self.encoder(x)
-        main = (self.main_head(z) - y).pow(2).mean()
-        aux = {"a": (self.aux_head(z) - ya).pow(2).mean(1)}  # [B]
-        total = self.aux_weighting.combine(main, aux, self.shared_parameters(), example_features=x)
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(total)
-        optimizer.step()
-
-    def on_train_end(self):
-        if self.out_dir:
-            torch.save({"state": self.aux_weighting.state_dict(),
-                        "params": {k: v.detach().cpu() for k, v in self.state_dict().items()}},
-                       f"{self.out_dir}/rank{self.global_rank}.pt")
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.zeros(1000, 1), batch_size=1)
-
-
 def test_trainer_checkpoint_resume_is_exact(tmp_path):
     # reward_every=3 and a checkpoint after update 4: the resume lands between two rewards
     straight, rule = TinyModule(), RLAux(lr=1e-2, reward_every=3)

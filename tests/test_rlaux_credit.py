@@ -8,9 +8,9 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import TinyContractModule as TinyModule
+from conftest import fit_with_callback as fit
 from contract_mixed_aux import OracleWeights, train
-from test_olaux import fit
-from test_rlaux import TinyModule
 from torch import nn
 
 from a2ls_lightning.callbacks import LookaheadWeights, RLAux

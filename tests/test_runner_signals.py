@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import a2ls
-from test_second_hour import TINY
+from conftest import process_env, run_main
 
 from a2ls_lightning.runs import FolderLock, forwarding_signals, run_seed
 from a2ls_lightning.runs.supervise import stopped_by, wait_supervised
 
-TESTS = Path(__file__).parent
+# Action repeat 8 (125 agent steps per episode, short evaluations) and a checkpoint every 50 updates.
+TINY = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16", "--data.batch_size=16",
+        "--data.capacity=3000", "--data.warmup_steps=40", "--data.eval_interval=400", "--data.eval_episodes=1",
+        "--data.action_repeat=8", "--trainer.callbacks.every_n_train_steps=50", "--trainer.enable_progress_bar=false"]
 
 
 def _alive(pid: int) -> bool:
@@ -44,6 +46,24 @@ def test_a_locked_folder_is_left_alone_and_says_by_whom(tmp_path):
     finally:
         held.release()
     assert FolderLock(tmp_path / "run").acquire()  # released with its last holder
+
+
+def test_the_lock_passes_only_to_the_process_given_it(tmp_path):
+    """The lock's descriptor is not inherited: a process started with every inheritable descriptor (another seed's
+    training) does not hold the lock, the one given it through ``pass_fds`` does."""
+    for given, locked_after in ((False, False), (True, True)):
+        lock = FolderLock(tmp_path / f"run_{given}")
+        assert lock.acquire() and not os.get_inheritable(lock.fds[0])
+        passing = {"pass_fds": lock.fds} if given else {"close_fds": False}  # every inheritable one
+        child = subprocess.Popen(["sleep", "30"], **passing)
+        try:
+            lock.release()  # the parent's descriptor is closed: only the child can hold the lock now
+            other = FolderLock(tmp_path / f"run_{given}")
+            assert other.acquire() is not locked_after
+            other.release()
+        finally:
+            child.kill()
+            child.wait()
 
 
 def _sleeper(on_sigterm_exit: int | None = None) -> subprocess.Popen:
@@ -116,12 +136,10 @@ def test_a_signal_the_runner_ignores_stays_ignored():
         signal.signal(signal.SIGHUP, before)
 
 
-def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(tmp_path):
+def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(tmp_path, monkeypatch, capsys):
     args = [sys.executable, "-m", "a2ls_lightning.cli", "fit", "--seeds", "1,2", "--jobs", "1", *TINY,
             "--trainer.max_steps=100000", "--trainer.default_root_dir=multi"]
-    # The checkout under test first (not an installed copy elsewhere), the tests folder for helpers.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1",
-               MUJOCO_GL="egl")
+    env = process_env()
     runner = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seed1 = tmp_path / "multi_seeds" / "seed_1"  # beside the single run's folder
     child = 0
@@ -133,12 +151,13 @@ def test_stopping_a2ls_fit_seeds_stops_its_seeds_and_a_second_runner_keeps_out(t
         child = int((seed1 / ".a2ls.lock").read_text())
         assert child != runner.pid and _alive(child)
 
-        second = a2ls("fit", "--seeds", "1", *TINY, "--trainer.max_steps=100000", "--trainer.default_root_dir=multi",
-                      cwd=tmp_path)
-        assert second.returncode == 1
-        busy = f"seed 1: not started: {Path('multi_seeds') / 'seed_1'} is being trained by pid {child}"
-        assert busy in second.stdout
-        assert "| 1 | busy |" in second.stdout
+        # A second runner (in this process: it starts nothing) finds the folder locked.
+        monkeypatch.chdir(tmp_path)
+        code, stdout, _ = run_main(["fit", "--seeds", "1", *TINY, "--trainer.max_steps=100000",
+                                    "--trainer.default_root_dir=multi"], capsys)
+        assert code == 1
+        assert f"seed 1: not started: {Path('multi_seeds') / 'seed_1'} is being trained by pid {child}" in stdout
+        assert "| 1 | busy |" in stdout
 
         runner.send_signal(signal.SIGTERM)  # the runner alone, as `kill PID` does
         out, _ = runner.communicate(timeout=120)

@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import a2ls_in_process as a2ls  # in-process: these tests are not about start-up
+from conftest import SEEDS_TINY as TINY  # action repeat 8: 125 agent steps per episode, short evaluations
+from conftest import a2ls_in_process as a2ls  # in-process: these tests are not about start-up
 
 from a2ls_lightning.data.video import count_frames
 
 DATA = Path(__file__).parent / "data" / "checkpoint_v0_1"
-# Action repeat 8: 125 agent steps per episode, so evaluations and videos stay short.
-TINY = ["--model.network.hidden_dim=32", "--model.network.feature_dim=16", "--model.network.encoder_hidden_dim=16",
-        "--data.batch_size=16",
-        "--data.capacity=3000", "--data.warmup_steps=40", "--data.eval_interval=400", "--data.eval_episodes=1",
-        "--data.action_repeat=8", "--trainer.callbacks.every_n_train_steps=50", "--trainer.enable_progress_bar=false"]
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +126,7 @@ def test_video_every_records_evaluation_episodes_during_fit(tmp_path):
 def test_resume_compares_resolved_settings(tmp_path, capsys):
     import shutil
 
-    from test_bad_input import run
+    from conftest import run
 
     run_dir = tmp_path / "run"
     shutil.copytree(DATA, run_dir)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bad_input import TINY, assert_one_line, no_env_steps, run  # noqa: F401 - no_env_steps is a fixture
+from conftest import QUICK as TINY
+from conftest import assert_one_line, run
 
 from a2ls_lightning.data.replay import SequenceReplay
 from a2ls_lightning.data.snapshots import SideFileError, find_snapshot, load_snapshot, verify_snapshot

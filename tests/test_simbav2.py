@@ -16,8 +16,8 @@ from a2ls_lightning import SACModule
 from a2ls_lightning.data.returns import ReturnStatistics
 from a2ls_lightning.modules.distributional import categorical_loss, categorical_projection, expected_value
 from a2ls_lightning.modules.hyperspherical import HyperLinear, hyper_mlp, project_weights_
-from a2ls_lightning.modules.sac import Critic
 from a2ls_lightning.modules.optim import check_lr_schedule, lr_schedule, make_optimizer
+from a2ls_lightning.modules.sac import Critic
 from a2ls_lightning.modules.settings import OptimizerSettings, flatten_model_settings
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -276,7 +276,7 @@ def test_lr_decay_without_max_steps_is_refused_in_one_line(tmp_path, capsys):
 def test_every_part_at_once_under_ddp_resumes_exactly(tmp_path):
     # Two CPU ranks (gloo): each rank normalises its rewards by its own collector's returns, the gradients are
     # averaged, every rank projects the same stepped weights. 8 updates straight == 4, checkpoint, 4 more.
-    from test_cli import a2ls
+    from conftest import a2ls
 
     def fit(root: Path, ckpt: Path | None = None) -> dict:
         out = a2ls("fit", *TINY, *OPTIONS["simbav2_olaux"][0], "--trainer.max_steps=8", "--trainer.strategy=ddp",

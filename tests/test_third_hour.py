@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import run_main
-from test_second_hour import TINY
+from conftest import SEEDS_TINY as TINY
+from conftest import run_main
 
 from a2ls_lightning.plotting import eval_curve, markdown_table, plot_groups, read_scalars
 

@@ -78,7 +78,8 @@ class FolderLock:
     def acquire(self) -> bool:
         """Take the lock; ``False`` if another process holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_CLOEXEC: no other process this one starts (another seed's) holds the lock, only the one given it.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
