@@ -65,7 +65,7 @@ def test_pixel_records_and_commands_leave_the_other_suites_alone(tmp_path):
     assert BENCH.task_arguments("cheetah-run", pixels=True) == []
     assert BENCH.task_arguments("cartpole-swingup", pixels=True) == [
         "--data.task=cartpole-swingup", "--data.action_repeat=8", "--trainer.max_steps=11500",
-        "--model.optim.actor_lr=0.001", "--model.optim.critic_lr=0.001"]
+        "--model.actor_lr=0.001", "--model.critic_lr=0.001"]
     # Resume (the package's per-seed runner): the last.ckpt of the attempts with the most updates, none when
     # there is none.
     from a2ls_lightning.runs.multirun import last_checkpoint_in
