@@ -107,15 +107,21 @@ def test_a_signal_to_the_runner_reaches_its_processes_then_the_runner_itself(tmp
 
 
 def test_ctrl_c_stops_the_runner_with_keyboard_interrupt_after_its_processes():
-    child = _sleeper()
-    with pytest.raises(KeyboardInterrupt):
-        with forwarding_signals():
-            code = []
-            waiter = threading.Thread(target=lambda: code.append(wait_supervised(child)))
-            waiter.start()
-            os.kill(os.getpid(), signal.SIGINT)
-            waiter.join(timeout=30)
-    assert code == [128 + signal.SIGINT]
+    # Python's own Ctrl-C handler, as in a terminal: a test worker may have inherited another one (a background
+    # shell ignores SIGINT; the runner keeps an ignored signal ignored, which its own test below checks).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        child = _sleeper()
+        with pytest.raises(KeyboardInterrupt):
+            with forwarding_signals():
+                code = []
+                waiter = threading.Thread(target=lambda: code.append(wait_supervised(child)))
+                waiter.start()
+                os.kill(os.getpid(), signal.SIGINT)
+                waiter.join(timeout=30)
+        assert code == [128 + signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_only_the_preemption_callbacks_codes_count_as_preempted(tmp_path):
